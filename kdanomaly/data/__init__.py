@@ -1,0 +1,1 @@
+"""Data: the embedded synthetic surface-defect generator."""

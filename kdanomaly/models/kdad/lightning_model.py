@@ -1,0 +1,155 @@
+"""KDAnomaly: student-teacher knowledge distillation with SimAM and SSPCAB, as an Anomalib model.
+
+Example:
+    >>> from anomalib.data import MVTecAD
+    >>> from anomalib.engine import Engine
+    >>> from kdanomaly import KDAnomaly
+    >>> engine = Engine(max_epochs=20)
+    >>> engine.fit(KDAnomaly(), datamodule=MVTecAD(root="datasets/MVTecAD", category="bottle"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.metrics import Evaluator
+from anomalib.models.components import AnomalibModule
+from anomalib.post_processing import PostProcessor
+from anomalib.pre_processing import PreProcessor
+from anomalib.visualization import Visualizer
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+from timm.models import get_pretrained_cfg
+from torchvision.transforms.v2 import Compose, Normalize, Resize
+
+from kdanomaly.models.components.backbone import (
+    feature_layers,
+    resolve_layers,
+    validate_backbone,
+    validate_image_size,
+)
+
+from .anomaly_map import Fusion
+from .loss import Distance, KDADLoss
+from .torch_model import KDADModel
+
+DEFAULT_BACKBONE = "tf_efficientnet_lite0"
+DEFAULT_LAYERS = ("blocks.1", "blocks.2", "blocks.4")
+DEFAULT_IMAGE_SIZE = (256, 256)
+
+
+class KDAnomaly(AnomalibModule):
+    """Unsupervised defect detection by distilling a frozen pretrained teacher into a student.
+
+    Args:
+        backbone: timm model for teacher and student. Default ``tf_efficientnet_lite0``, whose ImageNet
+            weights are packaged for offline use; ``resnet18`` or ``wide_resnet50_2`` need the hub once.
+        layers: feature stages to distil (names as timm's ``feature_info.module_name()``).
+        use_simam, use_sspcab: ablation switches for the student's attention and its SSPCAB block.
+        sspcab_kernel_size, sspcab_dilation, sspcab_weight: SSPCAB sub-kernel size, dilation d and the
+            weight of its self-supervised reconstruction loss.
+        distance: ``"cosine"`` or ``"l2"`` discrepancy between channel-normalised features.
+        fusion: ``"mean"`` or ``"product"`` of the per-scale maps.
+        sigma: Gaussian smoothing of the anomaly map (pixels).
+        learning_rate, weight_decay: Adam settings of the student (and SSPCAB).
+        pre_processor, post_processor, evaluator, visualizer: Anomalib components; ``True`` builds the
+            defaults (the pre-processor normalises with the backbone's own mean/std).
+    """
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        layers: Sequence[str] = DEFAULT_LAYERS,
+        use_simam: bool = True,
+        use_sspcab: bool = True,
+        sspcab_kernel_size: int = 1,
+        sspcab_dilation: int = 1,
+        sspcab_weight: float = 0.1,
+        distance: Distance = "cosine",
+        fusion: Fusion = "mean",
+        sigma: float = 4.0,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 1e-5,
+        pre_processor: PreProcessor | bool = True,
+        post_processor: PostProcessor | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = True,
+    ) -> None:
+        validate_backbone(backbone)
+        if pre_processor is True:
+            pre_processor = self.configure_pre_processor(backbone=backbone, layers=layers)
+        super().__init__(
+            pre_processor=pre_processor,
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
+        )
+        self.model = KDADModel(
+            backbone=backbone,
+            layers=layers,
+            use_simam=use_simam,
+            use_sspcab=use_sspcab,
+            sspcab_kernel_size=sspcab_kernel_size,
+            sspcab_dilation=sspcab_dilation,
+            distance=distance,
+            fusion=fusion,
+            sigma=sigma,
+        )
+        self.loss = KDADLoss(distance=distance, sspcab_weight=sspcab_weight if use_sspcab else 0.0)
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+
+    @classmethod
+    def configure_pre_processor(
+        cls,
+        image_size: tuple[int, int] | None = None,
+        backbone: str = DEFAULT_BACKBONE,
+        layers: Sequence[str] = DEFAULT_LAYERS,
+    ) -> PreProcessor:
+        """Resize to ``image_size`` (default 256x256) and normalise with the backbone's own mean/std."""
+        image_size = tuple(image_size or DEFAULT_IMAGE_SIZE)
+        strides = feature_layers(backbone)[2]
+        validate_image_size(image_size, max(strides[index] for index, _ in resolve_layers(backbone, layers)))
+        cfg = get_pretrained_cfg(backbone)
+        mean, std = (cfg.mean, cfg.std) if cfg is not None else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+        return PreProcessor(
+            transform=Compose([Resize(image_size, antialias=True), Normalize(mean=list(mean), std=list(std))]),
+        )
+
+    def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
+        """Distil the teacher's features into the student on a batch of normal images."""
+        del args, kwargs
+        features = self.model(batch.image)
+        losses = self.loss(features.teacher, features.student, features.sspcab_pairs)
+        self.log_dict(
+            {f"train_{name}": value.detach() for name, value in losses.items()},
+            on_epoch=True,
+            on_step=False,
+            prog_bar=True,
+            batch_size=batch.image.shape[0],
+        )
+        return {"loss": losses["loss"]}
+
+    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
+        """Anomaly maps and scores for evaluation."""
+        del args, kwargs
+        predictions = self.model(batch.image)
+        return batch.update(**predictions._asdict())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam over the student and SSPCAB parameters; the teacher has none that require grad."""
+        trainable = [parameter for parameter in self.model.parameters() if parameter.requires_grad]
+        return torch.optim.Adam(trainable, lr=self.learning_rate, weight_decay=self.weight_decay)
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """No gradient clipping and no sanity validation (as Anomalib's STFPM)."""
+        return {"gradient_clip_val": 0, "num_sanity_val_steps": 0}
+
+    @property
+    def learning_type(self) -> LearningType:
+        """Trained on normal images only."""
+        return LearningType.ONE_CLASS
