@@ -9,8 +9,26 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 OWN_COMMANDS = ("weights", "demo")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def _option_value(argv: Sequence[str], option: str) -> str | None:
+    """Value of ``--option value`` or ``--option=value`` in ``argv``, if given."""
+    for index, arg in enumerate(argv):
+        if arg == option and index + 1 < len(argv):
+            return argv[index + 1]
+        if arg.startswith(option + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def check_data_root(root: Path) -> None:
+    """Raise ValueError for an existing data root without a single image (a missing one Anomalib downloads)."""
+    if root.exists() and not any(path.suffix.lower() in IMAGE_SUFFIXES for path in root.rglob("*")):
+        raise ValueError(f"data root {root} holds no images ({', '.join(IMAGE_SUFFIXES)}); check --data.root")
 
 
 def _own_parser() -> argparse.ArgumentParser:
@@ -51,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in OWN_COMMANDS:
         return _run_own(argv)
+    root = _option_value(argv, "--data.root")
+    if root is not None:
+        check_data_root(Path(root))
     from anomalib.cli.cli import AnomalibCLI
     from anomalib.loggers import configure_logger
 

@@ -64,7 +64,13 @@ PACKAGED_CHECKPOINTS: dict[str, PackagedCheckpoint] = {
     ),
 }
 
-_TOP_LEVEL_KEYS = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_TOP_LEVEL_KEYS = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
 # Layers of a block without expansion (timm DepthwiseSeparableConv) and with it (timm InvertedResidual).
 _SEPARABLE_KEYS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
 _INVERTED_RESIDUAL_KEYS = {

@@ -27,9 +27,7 @@ _MIN_IMAGE_SIZE = 32
 _AREA_RANGE = (0.003, 0.06)  # accepted defect area, as a fraction of the image
 _MAX_ATTEMPTS = 100
 _MANIFEST = "manifest.json"
-_STAIN_COLOURS = np.array(
-    [[0.60, 0.30, 0.10], [0.20, 0.50, 0.26], [0.16, 0.25, 0.62], [0.50, 0.18, 0.45]], np.float32
-)
+_STAIN_COLOURS = np.array([[0.60, 0.30, 0.10], [0.20, 0.50, 0.26], [0.16, 0.25, 0.62], [0.50, 0.18, 0.45]], np.float32)
 
 _F32 = NDArray[np.float32]
 _U8 = NDArray[np.uint8]
@@ -105,9 +103,7 @@ def _brushed(rng: np.random.Generator, size: int) -> _F32:
     fine = _streaks(rng, size, size, 6)
     coarse = _streaks(rng, size, max(8, size // 6), 3)
     rotation = cv2.getRotationMatrix2D((size / 2, size / 2), rng.uniform(-3.0, 3.0), 1.0)
-    streaks = cv2.warpAffine(
-        0.10 * fine + 0.06 * coarse, rotation, (size, size), borderMode=cv2.BORDER_REFLECT_101
-    )
+    streaks = cv2.warpAffine(0.10 * fine + 0.06 * coarse, rotation, (size, size), borderMode=cv2.BORDER_REFLECT_101)
     _, xx = _grid(size)
     sheen = 0.5 + 0.5 * np.cos(2 * np.pi * (xx / size * rng.uniform(0.5, 0.9) + rng.uniform(0.0, 1.0)))
     steel = np.float32([0.58, 0.60, 0.64])

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from anomalib.models.components import GaussianBlur2d
 from torch import nn
-from torch.nn import functional as F  # noqa: N812
+from torch.nn import functional as F
 
 from .loss import Distance, feature_distance
 

@@ -71,7 +71,7 @@ class KDAnomaly(AnomalibModule):
         distance: Distance = "cosine",
         fusion: Fusion = "mean",
         sigma: float = 4.0,
-        learning_rate: float = 1e-3,
+        learning_rate: float = 1e-2,
         weight_decay: float = 1e-5,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,

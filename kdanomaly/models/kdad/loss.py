@@ -6,7 +6,7 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torch.nn import functional as F  # noqa: N812
+from torch.nn import functional as F
 
 Distance = Literal["cosine", "l2"]
 

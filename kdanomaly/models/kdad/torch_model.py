@@ -63,10 +63,12 @@ class KDADModel(nn.Module):
         if use_simam:
             insert_simam(self.student.model)
         self.sspcab = (
-            nn.ModuleDict({
-                _module_key(layer): SSPCAB(channels, kernel_size=sspcab_kernel_size, dilation=sspcab_dilation)
-                for layer, channels in zip(self.student.layers, self.student.channels, strict=True)
-            })
+            nn.ModuleDict(
+                {
+                    _module_key(layer): SSPCAB(channels, kernel_size=sspcab_kernel_size, dilation=sspcab_dilation)
+                    for layer, channels in zip(self.student.layers, self.student.channels, strict=True)
+                }
+            )
             if use_sspcab
             else None
         )
