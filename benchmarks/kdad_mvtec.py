@@ -17,6 +17,7 @@ from anomalib.data import MVTecAD
 from anomalib.engine import Engine
 from lightning.pytorch import Callback, seed_everything
 
+from benchmarks.timing import inference_ms_per_image
 from kdanomaly import KDAnomaly
 
 
@@ -32,20 +33,6 @@ class TrainEpochTimer(Callback):
 
     def on_train_epoch_end(self, trainer: object, pl_module: object) -> None:
         self.seconds.append(time.perf_counter() - self._start)
-
-
-@torch.no_grad()
-def inference_ms_per_image(model: KDAnomaly, images: torch.Tensor, batch_size: int, repeats: int = 3) -> float:
-    """Median over ``repeats`` of the time per image of the full model (pre-processing to anomaly map)."""
-    model.eval()
-    model(images[:batch_size])  # warm-up
-    timings = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for first in range(0, len(images), batch_size):
-            model(images[first : first + batch_size])
-        timings.append((time.perf_counter() - start) / len(images) * 1000)
-    return sorted(timings)[len(timings) // 2]
 
 
 def main() -> None:

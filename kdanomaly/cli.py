@@ -69,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in OWN_COMMANDS:
         return _run_own(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        _own_parser().print_help()
+        print("\nEvery other subcommand is Anomalib's (fit, validate, test, train, predict, export, ...):\n")
+        argv = ["--help"]
     root = _option_value(argv, "--data.root")
     if root is not None:
         check_data_root(Path(root))

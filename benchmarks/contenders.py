@@ -1,0 +1,113 @@
+"""Models and datasets of the leaderboard, built the same way for every model.
+
+Every model gets the same backbone weights (``tf_efficientnet_lite0``, offline), the same pre-processor
+(resize to 256x256, the backbone's own 0.5/0.5 normalisation), the same seed and the same split, and the same
+evaluator (image AUROC, pixel AUROC, pixel AUPRO, image F1 at Anomalib's adaptive threshold).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from anomalib.data import AnomalibDataModule, Folder, MVTecAD
+from anomalib.metrics import AUPRO, AUROC, Evaluator, F1Score
+from anomalib.models import Padim, Patchcore, Stfpm
+from anomalib.models.components import AnomalibModule
+
+from kdanomaly import KDAnomaly
+from kdanomaly.data.magnetic_tile import MagneticTile
+
+BACKBONE = "tf_efficientnet_lite0"
+DISTILLED_LAYERS = ["blocks.1", "blocks.2", "blocks.4"]
+MEMORY_LAYERS = ["blocks.2", "blocks.4"]
+IMAGE_SIZE = (256, 256)
+
+# Models Anomalib has that cannot run here, and why (reported in the table, never faked).
+UNAVAILABLE = {
+    "ReverseDistillation": "decoder exists only for ResNet backbones, whose ImageNet weights are not available offline",
+    "EfficientAd": "needs its pretrained PDN teacher and ImageNette from the hub, not available offline",
+}
+
+
+def evaluator() -> Evaluator:
+    """The metrics every cell reports."""
+    return Evaluator(
+        test_metrics=[
+            AUROC(fields=["pred_score", "gt_label"], prefix="image_"),
+            F1Score(fields=["pred_label", "gt_label"], prefix="image_"),
+            AUROC(fields=["anomaly_map", "gt_mask"], prefix="pixel_"),
+            AUPRO(fields=["anomaly_map", "gt_mask"], prefix="pixel_", fpr_limit=0.3),
+        ]
+    )
+
+
+def _common() -> dict[str, object]:
+    return {
+        "pre_processor": KDAnomaly.configure_pre_processor(image_size=IMAGE_SIZE, backbone=BACKBONE),
+        "evaluator": evaluator(),
+        "visualizer": False,
+    }
+
+
+def _kdanomaly(simam: bool, sspcab: bool) -> Callable[[], AnomalibModule]:
+    return lambda: KDAnomaly(BACKBONE, DISTILLED_LAYERS, use_simam=simam, use_sspcab=sspcab, **_common())
+
+
+MODELS: dict[str, Callable[[], AnomalibModule]] = {
+    "KDAnomaly": _kdanomaly(simam=True, sspcab=True),
+    "KDAnomaly-plain": _kdanomaly(simam=False, sspcab=False),
+    "KDAnomaly+SimAM": _kdanomaly(simam=True, sspcab=False),
+    "KDAnomaly+SSPCAB": _kdanomaly(simam=False, sspcab=True),
+    "Stfpm": lambda: Stfpm(backbone=BACKBONE, layers=DISTILLED_LAYERS, **_common()),
+    "Patchcore": lambda: Patchcore(backbone=BACKBONE, layers=MEMORY_LAYERS, coreset_sampling_ratio=0.1, **_common()),
+    "Padim": lambda: Padim(backbone=BACKBONE, layers=DISTILLED_LAYERS, n_features=100, **_common()),
+}
+TRAINABLE = {"KDAnomaly", "KDAnomaly-plain", "KDAnomaly+SimAM", "KDAnomaly+SSPCAB", "Stfpm"}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """``mvtec:ROOT:CATEGORY``, ``magnetic_tile:ROOT`` or ``folder:ROOT`` (good/ and defect/ [masks/])."""
+
+    kind: str
+    root: Path
+    category: str
+
+    @classmethod
+    def parse(cls, text: str) -> DatasetSpec:
+        """Parse the command-line form; ValueError naming the accepted forms otherwise."""
+        kind, _, rest = text.partition(":")
+        root, _, category = rest.partition(":")
+        if kind not in ("mvtec", "magnetic_tile", "folder") or not root or (kind == "mvtec") != bool(category):
+            raise ValueError(f"bad dataset {text!r}; use mvtec:ROOT:CATEGORY, magnetic_tile:ROOT or folder:ROOT")
+        return cls(kind, Path(root), category or Path(root).name)
+
+    @property
+    def spec(self) -> str:
+        """The command-line form :meth:`parse` reads."""
+        return f"{self.kind}:{self.root}:{self.category}" if self.kind == "mvtec" else f"{self.kind}:{self.root}"
+
+    @property
+    def name(self) -> str:
+        """Short name for tables: the category (MVTec), ``magnetic_tile`` or the folder's name."""
+        return "magnetic_tile" if self.kind == "magnetic_tile" else self.category
+
+    def datamodule(self, seed: int) -> AnomalibDataModule:
+        """The Anomalib datamodule, batch 8 for training, 16 for evaluation."""
+        loader = {"train_batch_size": 8, "eval_batch_size": 16, "num_workers": 2}
+        if self.kind == "mvtec":
+            return MVTecAD(root=self.root, category=self.category, seed=seed, **loader)
+        if self.kind == "magnetic_tile":
+            return MagneticTile(root=self.root, split_seed=seed, seed=seed, **loader)
+        masks = self.root / "masks"
+        return Folder(
+            name=self.name,
+            root=self.root,
+            normal_dir="good",
+            abnormal_dir="defect",
+            mask_dir="masks" if masks.is_dir() else None,
+            seed=seed,
+            **loader,
+        )

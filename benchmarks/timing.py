@@ -1,0 +1,22 @@
+"""Inference timing shared by the benchmarks."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from anomalib.models.components import AnomalibModule
+
+
+@torch.no_grad()
+def inference_ms_per_image(model: AnomalibModule, images: torch.Tensor, batch_size: int, repeats: int = 3) -> float:
+    """Median over ``repeats`` passes of the time per image of the whole module (pre-processing to map)."""
+    model.eval()
+    model(images[:batch_size])  # warm-up
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for first in range(0, len(images), batch_size):
+            model(images[first : first + batch_size])
+        timings.append((time.perf_counter() - start) / len(images) * 1000)
+    return sorted(timings)[len(timings) // 2]
