@@ -40,7 +40,7 @@ class Profile:
 
 
 PROFILES = {
-    "cpu": Profile("cpu", trainable_steps=300, trainable_epochs=-1),
+    "cpu": Profile("cpu", trainable_steps=200, trainable_epochs=-1),
     "full": Profile("full", trainable_steps=None, trainable_epochs=100),
     "smoke": Profile("smoke", trainable_steps=2, trainable_epochs=-1),
 }
