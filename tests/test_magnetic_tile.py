@@ -68,6 +68,7 @@ def test_datamodule_serves_anomalib_batches(tile_root: Path) -> None:
     datamodule = MagneticTile(root=tile_root, train_batch_size=4, eval_batch_size=4, num_workers=0)
     datamodule.setup()
     assert len(datamodule.train_data) == 5
+    assert len(datamodule.val_data) == len(datamodule.test_data) == 5 + 2 * len(DEFECT_CLASSES)
     item = datamodule.test_data[len(datamodule.test_data) - 1]
     assert item.image.shape[0] == 3
     assert item.gt_mask.shape == item.image.shape[-2:]

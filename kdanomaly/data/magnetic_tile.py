@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from anomalib.data import AnomalibDataModule
 from anomalib.data.datasets.base import AnomalibDataset
-from anomalib.data.utils import LabelName, Split
+from anomalib.data.utils import LabelName, Split, TestSplitMode, ValSplitMode
 from pandas import DataFrame
 from torchvision.transforms.v2 import Transform
 
@@ -75,7 +75,10 @@ class MagneticTileDataset(AnomalibDataset):
 
 
 class MagneticTile(AnomalibDataModule):
-    """Anomalib datamodule: train on part of ``MT_Free``, test on the rest plus every defect image."""
+    """Anomalib datamodule: train on part of ``MT_Free``, test on the rest plus every defect image.
+
+    Validation (Anomalib's thresholds and normalisation) uses the test set, as Anomalib's MVTecAD does.
+    """
 
     def __init__(
         self,
@@ -91,7 +94,7 @@ class MagneticTile(AnomalibDataModule):
             train_batch_size=train_batch_size,
             eval_batch_size=eval_batch_size,
             num_workers=num_workers,
-            **kwargs,
+            **{"val_split_mode": ValSplitMode.SAME_AS_TEST, "test_split_mode": TestSplitMode.FROM_DIR, **kwargs},
         )
         self.root = Path(root)
         self.category = "magnetic_tile"
