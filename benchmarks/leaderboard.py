@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from benchmarks.contenders import MODELS, UNAVAILABLE, DatasetSpec
+from benchmarks.contenders import ABLATION, MODELS, PROFILES, UNAVAILABLE, DatasetSpec, expand_datasets
 from benchmarks.results_table import ResultsTable, to_markdown, to_png
 from kdanomaly.weights import PACKAGED_CHECKPOINTS, cached_weights, hub_reachable, install_packaged_weights
 
@@ -60,23 +60,27 @@ def run_leaderboard(models: list[str], datasets: list[DatasetSpec], profile: str
                 f"--json={row_file}",
             ]
             subprocess.run(command, env=env, cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL)
-            table.append(json.loads(row_file.read_text()))
+            for row in json.loads(row_file.read_text()):
+                table.append(row)
     frame = table.frame()
     if len(frame):
-        (out / "leaderboard.md").write_text(to_markdown(frame) + "\n")
-        to_png(frame, out / "leaderboard.png")
+        (out / "leaderboard.md").write_text(to_markdown(frame, ABLATION, UNAVAILABLE) + "\n")
+        to_png(frame[~frame.model.isin(ABLATION[:-1])], out / "leaderboard.png")
     return table
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    """Command line of the leaderboard (also ``kdanomaly benchmark``)."""
+    parser = argparse.ArgumentParser(
+        prog="kdanomaly benchmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--datasets", nargs="+", type=DatasetSpec.parse, required=True)
-    parser.add_argument("--profile", default="cpu", choices=["cpu", "full", "smoke"])
+    parser.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
-    run_leaderboard(args.models, args.datasets, args.profile, args.seed, args.out)
+    args = parser.parse_args(argv)
+    run_leaderboard(args.models, expand_datasets(args.datasets), args.profile, args.seed, args.out)
 
 
 if __name__ == "__main__":

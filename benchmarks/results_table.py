@@ -79,11 +79,20 @@ def leaderboard(frame: pd.DataFrame) -> pd.DataFrame:
     return wide.sort_values(["mean pixel", "mean image"], ascending=False)
 
 
-def to_markdown(frame: pd.DataFrame) -> str:
-    """The leaderboard and the full per-cell table, as Markdown."""
-    board = leaderboard(frame).reset_index()
+def to_markdown(frame: pd.DataFrame, ablation: list[str] = (), unavailable: dict[str, str] | None = None) -> str:
+    """Leaderboard (ablation variants other than the full model left out), models that could not run,
+    the ablation table, and the full per-cell table, as Markdown."""
+    variants = list(ablation)[:-1]
+    sections = [_markdown(leaderboard(frame[~frame.model.isin(variants)]).reset_index(), "{:.4f}")]
+    if unavailable:
+        sections.append("\n".join(f"- {model}: not run here, {why}" for model, why in unavailable.items()))
+    present = [model for model in ablation if model in set(frame.model)]
+    if present:
+        board = leaderboard(frame[frame.model.isin(present)]).reindex(present).reset_index()
+        sections.append("Ablation (same run):\n\n" + _markdown(board, "{:.4f}"))
     detail = frame.drop(columns=["machine", "backbone"]).sort_values(["dataset", "model"])
-    return "\n\n".join([_markdown(board, "{:.4f}"), _markdown(detail, "{:.4g}")])
+    sections.append(_markdown(detail, "{:.4g}"))
+    return "\n\n".join(sections)
 
 
 def _markdown(frame: pd.DataFrame, float_format: str) -> str:

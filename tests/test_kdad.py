@@ -19,7 +19,7 @@ from kdanomaly.weights import MissingWeightsError
 @pytest.fixture(scope="module")
 def small_model() -> KDADModel:
     torch.manual_seed(0)
-    return KDADModel("tf_efficientnet_lite0", ["blocks.1", "blocks.2", "blocks.4"])
+    return KDADModel("tf_efficientnet_lite0", ["blocks.1", "blocks.2", "blocks.4"], memory_weight=0.0)
 
 
 def test_training_forward_gives_matching_multiscale_features(small_model: KDADModel) -> None:
@@ -66,6 +66,13 @@ def test_default_pre_processor_uses_the_backbones_normalisation() -> None:
 def test_short_training_detects_and_localises_synthetic_defects(trained: TrainedRun) -> None:
     assert trained.metrics["image_AUROC"] >= 0.90
     assert trained.metrics["pixel_AUROC"] >= 0.90
+
+
+def test_normal_memory_holds_every_training_image(trained: TrainedRun) -> None:
+    assert trained.model.model.memory.n_images == trained.n_train
+    means_and_stds = trained.model.model.map_statistics.values
+    assert means_and_stds[1] > 0 and means_and_stds[3] > 0
+    assert not torch.equal(means_and_stds, torch.tensor([0.0, 1.0, 0.0, 1.0]))
 
 
 def test_teacher_is_bit_identical_after_training(trained: TrainedRun) -> None:

@@ -31,8 +31,12 @@ class AnomalyMapGenerator(nn.Module):
         teacher_features: dict[str, torch.Tensor],
         student_features: dict[str, torch.Tensor],
         image_size: tuple[int, int] | torch.Size,
+        smooth: bool = True,
     ) -> torch.Tensor:
-        """Anomaly map ``(B, 1, H, W)``: large where the student fails to reproduce the teacher."""
+        """Anomaly map ``(B, 1, H, W)``: large where the student fails to reproduce the teacher.
+
+        ``smooth=False`` skips the Gaussian, for maps that are fused with another map and smoothed once after.
+        """
         layer_maps = [
             F.interpolate(
                 feature_distance(teacher_features[layer], student_features[layer], self.distance),
@@ -44,4 +48,30 @@ class AnomalyMapGenerator(nn.Module):
         ]
         stacked = torch.stack(layer_maps)
         fused = stacked.mean(dim=0) if self.fusion == "mean" else stacked.prod(dim=0)
-        return self.blur(fused)
+        return self.blur(fused) if smooth else fused
+
+
+class MapStatistics(nn.Module):
+    """Mean and standard deviation of the distillation and memory maps on normal images; fuses the two maps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("values", torch.tensor([0.0, 1.0, 0.0, 1.0]))
+        self.values: torch.Tensor
+
+    def fit(self, distillation_maps: torch.Tensor, memory_maps: torch.Tensor) -> None:
+        """Record both maps' pixel mean and standard deviation (floored to stay positive)."""
+        self.values = torch.stack(
+            [
+                distillation_maps.mean(),
+                distillation_maps.std().clamp_min(1e-6),
+                memory_maps.mean(),
+                memory_maps.std().clamp_min(1e-6),
+            ]
+        )
+
+    def fuse(self, distillation_map: torch.Tensor, memory_map: torch.Tensor, memory_weight: float) -> torch.Tensor:
+        """``(1 - w) * z(distillation) + w * z(memory)``, each map standardised by its normal-image statistics."""
+        distillation_mean, distillation_std, memory_mean, memory_std = self.values
+        distillation = (distillation_map - distillation_mean) / distillation_std
+        return (1 - memory_weight) * distillation + memory_weight * (memory_map - memory_mean) / memory_std

@@ -23,6 +23,7 @@ from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from timm.models import get_pretrained_cfg
+from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import Compose, Normalize, Resize
 
 from kdanomaly.models.components.backbone import (
@@ -54,6 +55,9 @@ class KDAnomaly(AnomalibModule):
         distance: ``"cosine"`` or ``"l2"`` discrepancy between channel-normalised features.
         fusion: ``"mean"`` or ``"product"`` of the per-scale maps.
         sigma: Gaussian smoothing of the anomaly map (pixels).
+        memory_weight, memory_layers, memory_window, memory_size: the positional memory of normal teacher patches, built
+            from the training images before validation/testing and fused with the distillation map
+            (``memory_weight=0`` turns it off: pure distillation).
         learning_rate, weight_decay: Adam settings of the student (and SSPCAB).
         pre_processor, post_processor, evaluator, visualizer: Anomalib components; ``True`` builds the
             defaults (the pre-processor normalises with the backbone's own mean/std).
@@ -71,6 +75,10 @@ class KDAnomaly(AnomalibModule):
         distance: Distance = "cosine",
         fusion: Fusion = "mean",
         sigma: float = 4.0,
+        memory_weight: float = 0.7,
+        memory_layers: Sequence[str] | None = None,
+        memory_window: int = 1,
+        memory_size: int = 128,
         learning_rate: float = 1e-2,
         weight_decay: float = 1e-5,
         pre_processor: PreProcessor | bool = True,
@@ -97,7 +105,12 @@ class KDAnomaly(AnomalibModule):
             distance=distance,
             fusion=fusion,
             sigma=sigma,
+            memory_weight=memory_weight,
+            memory_layers=memory_layers,
+            memory_window=memory_window,
+            memory_size=memory_size,
         )
+        self._memory_stale = False  # set by training; the memory is rebuilt before the next evaluation
         self.loss = KDADLoss(distance=distance, sspcab_weight=sspcab_weight if use_sspcab else 0.0)
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
@@ -122,6 +135,7 @@ class KDAnomaly(AnomalibModule):
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Distil the teacher's features into the student on a batch of normal images."""
         del args, kwargs
+        self._memory_stale = True
         features = self.model(batch.image)
         losses = self.loss(features.teacher, features.student, features.sspcab_pairs)
         self.log_dict(
@@ -138,6 +152,48 @@ class KDAnomaly(AnomalibModule):
         del args, kwargs
         predictions = self.model(batch.image)
         return batch.update(**predictions._asdict())
+
+    def on_validation_start(self) -> None:
+        """Build the normal memory (and map statistics) for the current student before validating."""
+        self._refresh_memory()
+
+    def on_test_start(self) -> None:
+        """Build the normal memory if training happened since it was built (or it never was)."""
+        self._refresh_memory()
+
+    def on_predict_start(self) -> None:
+        """Build the normal memory if needed and training images are at hand; a loaded checkpoint has it."""
+        self._refresh_memory()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint always carries a normal memory built with its own student (and Anomalib's components)."""
+        super().on_save_checkpoint(checkpoint)
+        if self._refresh_memory(required=False):
+            memory_state = {
+                key: value
+                for key, value in self.state_dict().items()
+                if key.startswith(("model.memory.", "model.map_statistics."))
+            }
+            checkpoint["state_dict"].update(memory_state)
+
+    def _refresh_memory(self, required: bool = True) -> bool:
+        """(Re)build the memory if training happened since it was built or it is empty; True if it was built."""
+        if self.model.memory_weight == 0 or not (self._memory_stale or self.model.memory.is_empty):
+            return False
+        datamodule = getattr(self.trainer, "datamodule", None)
+        train_data = getattr(datamodule, "train_data", None)
+        if train_data is None:
+            if required and self.model.memory.is_empty:
+                msg = (
+                    "KDAnomaly builds its normal memory from the datamodule's training images, and none are available"
+                    ": train with a datamodule, load a trained checkpoint, or set memory_weight=0"
+                )
+                raise RuntimeError(msg)
+            return False
+        loader = DataLoader(train_data, batch_size=16, collate_fn=train_data.collate_fn)
+        self.model.build_memory(self.pre_processor.transform(batch.image.to(self.device)) for batch in loader)
+        self._memory_stale = False
+        return True
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam over the student and SSPCAB parameters; the teacher has none that require grad."""

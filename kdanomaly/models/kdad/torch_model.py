@@ -1,19 +1,23 @@
-"""PyTorch model of KDAnomaly: frozen pretrained teacher, SimAM student, SSPCAB on the student's features."""
+"""PyTorch model of KDAnomaly: frozen pretrained teacher, SimAM student, SSPCAB on the student's features,
+and a positional memory of normal teacher patches fused with the distillation map."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import torch
 from anomalib.data import InferenceBatch
 from anomalib.models.components.layers import SSPCAB
 from torch import nn
+from torch.nn import functional as F
 
 from kdanomaly.models.components import TimmFeatures, insert_simam, validate_image_size
+from kdanomaly.models.components.backbone import resolve_layers
 
-from .anomaly_map import AnomalyMapGenerator, Fusion
+from .anomaly_map import AnomalyMapGenerator, Fusion, MapStatistics
 from .loss import Distance
+from .normal_memory import PositionalMemory, memory_features
 
 
 class TrainingFeatures(NamedTuple):
@@ -42,6 +46,12 @@ class KDADModel(nn.Module):
         distance: ``"cosine"`` or ``"l2"`` (between channel-normalised features), for loss and map alike.
         fusion: how per-scale maps are combined, ``"mean"`` or ``"product"``.
         sigma: Gaussian smoothing of the fused map, in pixels.
+        memory_weight: weight of the normal-memory map in the final map (0 = distillation only). Both maps are
+            standardised by their mean and standard deviation on the training images first.
+        memory_layers: teacher stages whose (3x3-aggregated) features the memory stores, a subset of ``layers``;
+            default: all distilled stages but the shallowest (``blocks.2``, ``blocks.4`` for the default layers).
+        memory_window: positions around the query position searched in the memory (``window x window``).
+        memory_size: normal patches kept per position (greedy k-center coreset of the training images' patches).
     """
 
     def __init__(
@@ -55,8 +65,19 @@ class KDADModel(nn.Module):
         distance: Distance = "cosine",
         fusion: Fusion = "mean",
         sigma: float = 4.0,
+        memory_weight: float = 0.7,
+        memory_layers: Sequence[str] | None = None,
+        memory_window: int = 1,
+        memory_size: int = 128,
     ) -> None:
         super().__init__()
+        if not 0 <= memory_weight <= 1:
+            raise ValueError(f"memory_weight must be in [0, 1], got {memory_weight}")
+        if memory_layers is None:
+            memory_layers = [name for _, name in resolve_layers(backbone, layers)][1:] or list(layers)
+        missing = [layer for layer in memory_layers if layer not in layers]
+        if memory_weight > 0 and (missing or not memory_layers):
+            raise ValueError(f"memory_layers {list(memory_layers)} must be a non-empty subset of layers {list(layers)}")
         self.teacher = TimmFeatures(backbone, layers, pretrained=True).eval()
         self.teacher.requires_grad_(False)
         self.student = TimmFeatures(backbone, layers, pretrained=False)
@@ -74,6 +95,11 @@ class KDADModel(nn.Module):
         )
         self.anomaly_map_generator = AnomalyMapGenerator(distance=distance, fusion=fusion, sigma=sigma)
         self.max_stride = max(self.teacher.strides)
+        self.memory_weight = memory_weight
+        self.memory_layers = list(memory_layers)
+        self.memory = PositionalMemory(memory_window)
+        self.memory_size = memory_size
+        self.map_statistics = MapStatistics()
 
     def train(self, mode: bool = True) -> KDADModel:
         """Switch the student to ``mode``; the teacher always stays in eval mode (frozen BatchNorm)."""
@@ -105,5 +131,49 @@ class KDADModel(nn.Module):
         student, pairs = self.student_features(images)
         if self.training:
             return TrainingFeatures(teacher, student, pairs)
-        anomaly_map = self.anomaly_map_generator(teacher, student, images.shape[-2:])
+        if self.memory_weight == 0:
+            anomaly_map = self.anomaly_map_generator(teacher, student, images.shape[-2:])
+        else:  # fuse the raw maps, smooth once (the Gaussian is linear)
+            distillation_map = self.anomaly_map_generator(teacher, student, images.shape[-2:], smooth=False)
+            memory_map = self.memory_map(memory_features(teacher, self.memory_layers), images.shape[-2:])
+            fused = self.map_statistics.fuse(distillation_map, memory_map, self.memory_weight)
+            anomaly_map = self.anomaly_map_generator.blur(fused)
         return InferenceBatch(pred_score=torch.amax(anomaly_map, dim=(-2, -1)), anomaly_map=anomaly_map)
+
+    def memory_map(
+        self, features: torch.Tensor, image_size: tuple[int, int] | torch.Size, exclude: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Memory distance map at ``image_size`` (not smoothed) for memory features ``(B, C, h, w)``."""
+        return F.interpolate(self.memory(features, exclude), size=image_size, mode="bilinear")
+
+    @torch.no_grad()
+    def build_memory(self, batches: Iterable[torch.Tensor], batch_size: int = 16) -> None:
+        """Store the normal images' teacher patches and the statistics that put both maps on one scale.
+
+        ``batches`` yields pre-processed normal images. The memory map's statistics are leave-one-image-out
+        (each training image against all the others), so they describe unseen normal images; the memory is then
+        reduced to ``memory_size`` patches per position.
+        """
+        was_training = self.training
+        self.eval()
+        stored, distillation_maps = [], []
+        for images in batches:
+            self.check_input(images)
+            teacher = self.teacher(images)
+            student, _ = self.student_features(images)
+            stored.append(memory_features(teacher, self.memory_layers))
+            distillation_maps.append(self.anomaly_map_generator(teacher, student, images.shape[-2:], smooth=False))
+        if sum(len(features) for features in stored) < 2:
+            raise ValueError("the normal memory needs at least 2 normal images (its statistics leave one out)")
+        bank = torch.cat(stored)
+        self.memory.fit(bank)
+        image_size = distillation_maps[0].shape[-2:]
+        memory_maps = [
+            self.memory_map(
+                bank[start : start + batch_size], image_size, torch.arange(start, min(start + batch_size, len(bank)))
+            )
+            for start in range(0, len(bank), batch_size)
+        ]
+        self.map_statistics.fit(torch.cat(distillation_maps), torch.cat(memory_maps))
+        self.memory.reduce(self.memory_size)
+        self.train(was_training)

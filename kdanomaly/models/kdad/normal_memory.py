@@ -1,0 +1,125 @@
+"""Positional memory of normal patches: each test patch is compared with training patches at nearby positions.
+
+Industrial images are framed the same way every time (a bottle in the centre, a tile's edges at the borders), so
+a patch is judged against what normal parts show *around the same place*, not anywhere in the image. That keeps
+position-specific appearance (dark tile edges, brightness gradients) normal where it belongs and flags it
+elsewhere, which a global nearest-neighbour memory cannot do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def memory_features(teacher_features: dict[str, torch.Tensor], layers: Sequence[str]) -> torch.Tensor:
+    """Locally aggregated (3x3 mean) teacher features of ``layers``, resized to the first layer's grid, stacked."""
+    size = teacher_features[layers[0]].shape[-2:]
+    pooled = [F.avg_pool2d(teacher_features[layer], 3, stride=1, padding=1) for layer in layers]
+    return torch.cat([F.interpolate(p, size=size, mode="bilinear", align_corners=False) for p in pooled], dim=1)
+
+
+class PositionalMemory(nn.Module):
+    """Nearest-neighbour distance of each patch to the normal patches within a ``window x window`` neighbourhood.
+
+    The bank is position-major, ``(h * w, C, window**2 * N)``: for every position, the features of all ``N``
+    training images at that position and at its neighbours (edge-clamped). ``forward`` is then one batched
+    matrix product per query batch. ``exclude`` leaves one training image out per query (leave-one-out
+    distances of the training images themselves). The default window of 1 compares a patch only with the same
+    position; the features are already 3x3-aggregated, so small misalignments are absorbed.
+    """
+
+    def __init__(self, window: int = 1) -> None:
+        super().__init__()
+        if window < 1 or window % 2 == 0:
+            raise ValueError(f"memory window must be an odd positive number, got {window}")
+        self.window = window
+        self.register_buffer("bank", torch.empty(0, 0, 0))
+        self.register_buffer("bank_norms", torch.empty(0, 0, 0))  # squared norms of the bank's columns
+        self.register_buffer("candidate_images", torch.empty(0, 0, dtype=torch.long))  # training image of each
+        self.register_buffer("grid", torch.zeros(3, dtype=torch.long))  # h, w, number of training images
+        self.bank: torch.Tensor
+        self.bank_norms: torch.Tensor
+        self.candidate_images: torch.Tensor
+        self.grid: torch.Tensor
+
+    @property
+    def is_empty(self) -> bool:
+        """True until :meth:`fit` stored training features."""
+        return self.bank.numel() == 0
+
+    @property
+    def n_images(self) -> int:
+        """How many normal images the memory holds."""
+        return int(self.grid[2])
+
+    def fit(self, features: torch.Tensor) -> None:
+        """Store ``(N, C, h, w)`` features of normal images."""
+        if features.ndim != 4 or features.shape[0] == 0:
+            raise ValueError(f"expected normal features of shape (N, C, h, w) with N > 0, got {tuple(features.shape)}")
+        n_images, channels, height, width = features.shape
+        radius = self.window // 2
+        padded = F.pad(features.detach().float(), (radius,) * 4, mode="replicate")
+        shifted = [
+            padded[:, :, dy : dy + height, dx : dx + width] for dy in range(self.window) for dx in range(self.window)
+        ]
+        stacked = torch.cat(shifted)  # (window**2 * N, C, h, w), offset-major: candidate m is image m % N
+        self.bank = stacked.permute(2, 3, 1, 0).reshape(height * width, channels, -1).contiguous()
+        self.bank_norms = self.bank.pow(2).sum(1, keepdim=True)
+        self.candidate_images = (torch.arange(self.bank.shape[2]) % n_images).expand(height * width, -1).contiguous()
+        self.grid = torch.tensor([height, width, n_images])
+
+    def reduce(self, size: int) -> None:
+        """Keep, per position, ``size`` candidates chosen by greedy k-center (farthest-point) selection.
+
+        The greedy loop runs over the ``size`` picks only; each pick is one batched product over all positions.
+        """
+        if size < 1:
+            raise ValueError(f"memory size must be positive, got {size}")
+        positions, channels, candidates = self.bank.shape
+        if size >= candidates:
+            return
+        nearest = torch.full((positions, candidates), float("inf"))
+        pick = torch.zeros(positions, dtype=torch.long)  # start from each position's first candidate
+        picks = []
+        for _ in range(size):
+            picks.append(pick)
+            centre = self.bank.gather(2, pick[:, None, None].expand(positions, channels, 1))  # (P, C, 1)
+            squared = (
+                self.bank_norms[:, 0] + centre.pow(2).sum(1) - 2 * torch.bmm(centre.transpose(1, 2), self.bank)[:, 0]
+            )
+            nearest = torch.minimum(nearest, squared)
+            pick = nearest.argmax(dim=1)
+        chosen = torch.stack(picks, dim=1)  # (P, size)
+        self.bank = self.bank.gather(2, chosen[:, None, :].expand(positions, channels, size)).contiguous()
+        self.bank_norms = self.bank_norms.gather(2, chosen[:, None, :])
+        self.candidate_images = self.candidate_images.gather(1, chosen)
+
+    def forward(self, features: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """Distance map ``(B, 1, h, w)``; ``exclude[b]`` is a training image query ``b`` may not match (or -1)."""
+        if self.is_empty:
+            raise RuntimeError("the normal memory is empty: fit it on normal images first (KDAnomaly does so itself)")
+        batch, channels, height, width = features.shape
+        if channels != self.bank.shape[1] or height * width != self.bank.shape[0]:
+            msg = f"features {tuple(features.shape)} do not match the memory bank of {self.n_images} images "
+            raise ValueError(msg + f"{tuple(self.bank.shape)} (same backbone, layers and image size as when built?)")
+        queries = features.permute(2, 3, 0, 1).reshape(height * width, batch, channels)
+        squared = (
+            queries.pow(2).sum(-1, keepdim=True) + self.bank_norms - 2 * torch.bmm(queries, self.bank)
+        )  # (h * w, B, candidates)
+        if exclude is not None:
+            left_out = (self.candidate_images[:, None, :] == exclude[None, :, None]) & (exclude[None, :, None] >= 0)
+            squared = squared.masked_fill(left_out, float("inf"))
+        nearest = squared.amin(dim=-1).clamp_min(0).sqrt()  # (h * w, B)
+        return nearest.T.reshape(batch, 1, height, width)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        """Take the bank's shape from the checkpoint (it depends on the training set)."""
+        for name in ("bank", "bank_norms", "candidate_images"):
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
