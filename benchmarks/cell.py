@@ -10,6 +10,7 @@ import argparse
 import json
 import platform
 import resource
+import shutil
 import time
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from lightning.pytorch import seed_everything
 
 from benchmarks.contenders import BACKBONE, DISTILLATION_ONLY, IMAGE_SIZE, MODELS, PROFILES, DatasetSpec, Profile
 from benchmarks.timing import inference_ms_per_image
+
+CHECKPOINTS = Path(__file__).resolve().parents[1] / "benchmarks" / "runs" / "checkpoints"
 
 
 def run_cell(
@@ -50,12 +53,21 @@ def run_cell(
         "train_seconds": round(train_seconds, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
     }
+    _keep_checkpoint(engine, CHECKPOINTS / profile.name / f"{model_name}_{dataset.name}.ckpt")
     rows = [{"model": model_name, **common, **_evaluate(engine, model, datamodule)}]
     if model_name in DISTILLATION_ONLY:
         model.model.memory_weight = 0.0
         engine.validate(model, datamodule=datamodule, verbose=False)  # thresholds of the distillation map
         rows.append({"model": DISTILLATION_ONLY[model_name], **common, **_evaluate(engine, model, datamodule)})
     return rows
+
+
+def _keep_checkpoint(engine: Engine, target: Path) -> None:
+    """Copy the cell's checkpoint out of its scratch folder (for side-by-side timing of trained models)."""
+    source = engine.trainer.checkpoint_callback.best_model_path if engine.trainer.checkpoint_callback else ""
+    if source:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
 
 
 def _evaluate(engine: Engine, model: AnomalibModule, datamodule: AnomalibDataModule) -> dict[str, object]:

@@ -43,7 +43,8 @@ def evaluator() -> Evaluator:
     )
 
 
-def _common() -> dict[str, object]:
+def common_components() -> dict[str, object]:
+    """Pre-processor, evaluator and visualizer every model of the leaderboard gets."""
     return {
         "pre_processor": KDAnomaly.configure_pre_processor(image_size=IMAGE_SIZE, backbone=BACKBONE),
         "evaluator": evaluator(),
@@ -86,7 +87,12 @@ PROFILES = {
 
 def _kdanomaly(simam: bool, sspcab: bool, memory_weight: float) -> Callable[[Profile], AnomalibModule]:
     return lambda _: KDAnomaly(
-        BACKBONE, DISTILLED_LAYERS, use_simam=simam, use_sspcab=sspcab, memory_weight=memory_weight, **_common()
+        BACKBONE,
+        DISTILLED_LAYERS,
+        use_simam=simam,
+        use_sspcab=sspcab,
+        memory_weight=memory_weight,
+        **common_components(),
     )
 
 
@@ -95,11 +101,14 @@ MODELS: dict[str, Callable[[Profile], AnomalibModule]] = {
     "KDAnomaly-plain": _kdanomaly(simam=False, sspcab=False, memory_weight=0.0),
     "KDAnomaly+SimAM": _kdanomaly(simam=True, sspcab=False, memory_weight=0.0),
     "KDAnomaly+SSPCAB": _kdanomaly(simam=False, sspcab=True, memory_weight=0.0),
-    "Stfpm": lambda _: Stfpm(backbone=BACKBONE, layers=DISTILLED_LAYERS, **_common()),
+    "Stfpm": lambda _: Stfpm(backbone=BACKBONE, layers=DISTILLED_LAYERS, **common_components()),
     "Patchcore": lambda profile: Patchcore(
-        backbone=BACKBONE, layers=MEMORY_LAYERS, coreset_sampling_ratio=profile.coreset_sampling_ratio, **_common()
+        backbone=BACKBONE,
+        layers=MEMORY_LAYERS,
+        coreset_sampling_ratio=profile.coreset_sampling_ratio,
+        **common_components(),
     ),
-    "Padim": lambda _: Padim(backbone=BACKBONE, layers=DISTILLED_LAYERS, n_features=100, **_common()),
+    "Padim": lambda _: Padim(backbone=BACKBONE, layers=DISTILLED_LAYERS, n_features=100, **common_components()),
 }
 TRAINABLE = {"KDAnomaly", "KDAnomaly-plain", "KDAnomaly+SimAM", "KDAnomaly+SSPCAB", "Stfpm"}
 # The KDAnomaly cell also evaluates its trained model without the normal memory, under this name.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.contenders import DatasetSpec
+from benchmarks.contenders import MODELS, PROFILES, TRAINABLE, DatasetSpec, expand_datasets
 from benchmarks.leaderboard import run_leaderboard
 from benchmarks.results_table import COLUMNS, ResultsTable, leaderboard, to_markdown, to_png
 from kdanomaly.data.synthetic import generate_synthetic_dataset
@@ -58,17 +58,49 @@ def test_dataset_specs_parse_and_bad_ones_are_rejected() -> None:
 
 
 def test_interrupted_run_resumes_without_redoing_finished_cells(tmp_path: Path) -> None:
-    """A real cell (Padim, smoke profile) on tiny synthetic data; the second run finds it done."""
+    """Real cells (Padim; KDAnomaly with its distillation-only row) on tiny synthetic data, smoke profile;
+    the second run finds them done."""
     generate_synthetic_dataset(tmp_path / "data", "weave", image_size=64, n_train=8, n_test_good=4, n_test_per_defect=2)
     dataset = DatasetSpec.parse(f"mvtec:{tmp_path / 'data'}:weave")
     out = tmp_path / "board"
-    first = run_leaderboard(["Padim"], [dataset], "smoke", 0, out)
-    assert first.finished() == {("Padim", "weave", "smoke", "0")}
-    row = first.rows()[0]
-    assert 0.0 <= float(row["pixel_AUROC"]) <= 1.0
-    assert float(row["peak_rss_mb"]) > 100
+    first = run_leaderboard(["Padim", "KDAnomaly"], [dataset], "smoke", 0, out)
+    expected = {(model, "weave", "smoke", "0") for model in ("Padim", "KDAnomaly", "KDAnomaly+SimAM+SSPCAB")}
+    assert first.finished() == expected
+    rows = {row["model"]: row for row in first.rows()}
+    assert all(0.0 <= float(row["pixel_AUROC"]) <= 1.0 and float(row["peak_rss_mb"]) > 100 for row in rows.values())
+    assert rows["KDAnomaly"]["train_seconds"] == rows["KDAnomaly+SimAM+SSPCAB"]["train_seconds"]  # one training
+    assert rows["KDAnomaly"]["pixel_AUROC"] != rows["KDAnomaly+SimAM+SSPCAB"]["pixel_AUROC"]  # memory on / off
     modified = (out / "results.csv").stat().st_mtime_ns
-    again = run_leaderboard(["Padim"], [dataset], "smoke", 0, out)  # would raise "already in" if it re-ran
-    assert len(again.rows()) == 1
+    again = run_leaderboard(["Padim", "KDAnomaly"], [dataset], "smoke", 0, out)  # would raise "already in" if re-run
+    assert len(again.rows()) == 3
     assert (out / "results.csv").stat().st_mtime_ns == modified
-    assert "| Padim |" in (out / "leaderboard.md").read_text()
+    report = (out / "leaderboard.md").read_text()
+    assert "| Padim |" in report and "Ablation (same run)" in report and "ReverseDistillation: not run here" in report
+
+
+def test_profiles_give_every_trainable_model_the_same_budget_and_validate_once() -> None:
+    for profile in PROFILES.values():
+        budgets = {tuple(sorted(profile.trainer_arguments(model).items())) for model in TRAINABLE}
+        assert len(budgets) == 1, profile.name
+        for model in MODELS:
+            assert profile.trainer_arguments(model)["check_val_every_n_epoch"] >= 1_000_000
+        assert profile.trainer_arguments("Padim")["max_epochs"] == 1
+    assert PROFILES["cpu"].trainer_arguments("Stfpm")["max_steps"] == 100
+    assert PROFILES["full"].trainer_arguments("Stfpm")["max_epochs"] == 100
+    assert PROFILES["full"].coreset_sampling_ratio == 0.1
+
+
+def test_all_mvtec_categories_expand_and_other_specs_pass_through() -> None:
+    specs = expand_datasets([DatasetSpec.parse("mvtec:/d:all"), DatasetSpec.parse("magnetic_tile:/t")])
+    assert len(specs) == 16
+    assert [spec.category for spec in specs[:3]] == ["bottle", "cable", "capsule"]
+    assert specs[-1].name == "magnetic_tile"
+
+
+def test_benchmark_command_shows_its_options(capsys: pytest.CaptureFixture[str]) -> None:
+    from kdanomaly.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["benchmark", "--help"])
+    assert exit_info.value.code == 0
+    assert "--profile" in capsys.readouterr().out

@@ -1,0 +1,74 @@
+"""Inference time of trained KDAnomaly and Stfpm side by side: same process, same images, alternating passes.
+
+The leaderboard times each model in its own process at a different moment; this script compares the two
+checkpoints the ``cpu`` leaderboard run kept (``benchmarks/runs/checkpoints/cpu``) under identical conditions.
+
+    python -m benchmarks.speed_ratio --dataset magnetic_tile:../shared/datasets/magnetic_tile \
+        --out benchmarks/results/leaderboard_cpu/speed_ratio.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+from statistics import median
+
+import torch
+from anomalib.models import Stfpm
+
+from benchmarks.cell import CHECKPOINTS
+from benchmarks.contenders import BACKBONE, DISTILLED_LAYERS, IMAGE_SIZE, DatasetSpec, common_components
+from benchmarks.timing import inference_ms_per_image
+from kdanomaly import KDAnomaly
+
+
+def test_images(dataset: DatasetSpec, count: int = 16) -> torch.Tensor:
+    """``count`` test images spread over the test set, at the benchmark's image size (as the cells take them)."""
+    datamodule = dataset.datamodule(seed=0)
+    datamodule.setup()
+    data = datamodule.test_data
+    picked = [data[i].image[None] for i in range(0, len(data), max(1, len(data) // count))][:count]
+    return torch.cat([torch.nn.functional.interpolate(image, size=IMAGE_SIZE, mode="bilinear") for image in picked])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", type=DatasetSpec.parse, required=True)
+    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; the median is reported")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    folder = CHECKPOINTS / args.profile
+    models = {
+        "KDAnomaly": KDAnomaly.load_from_checkpoint(
+            folder / f"KDAnomaly_{args.dataset.name}.ckpt", **common_components()
+        ),
+        "Stfpm": Stfpm.load_from_checkpoint(
+            folder / f"Stfpm_{args.dataset.name}.ckpt",
+            backbone=BACKBONE,
+            layers=DISTILLED_LAYERS,
+            **common_components(),
+        ),
+    }
+    images = test_images(args.dataset)
+    timings: dict[str, dict[int, list[float]]] = {name: {1: [], 16: []} for name in models}
+    for _ in range(args.rounds):
+        for name, model in models.items():
+            for batch_size in (1, 16):
+                timings[name][batch_size].append(inference_ms_per_image(model, images, batch_size))
+    result = {
+        "dataset": args.dataset.name,
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        **{f"{name}_ms_batch{b}": round(median(t), 2) for name, per in timings.items() for b, t in per.items()},
+    }
+    for batch_size in (1, 16):
+        ratio = median(timings["KDAnomaly"][batch_size]) / median(timings["Stfpm"][batch_size])
+        result[f"ratio_batch{batch_size}"] = round(ratio, 3)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
