@@ -21,7 +21,7 @@ from anomalib.models.components import AnomalibModule
 from lightning.pytorch import seed_everything
 
 from benchmarks.contenders import BACKBONE, DISTILLATION_ONLY, IMAGE_SIZE, MODELS, PROFILES, DatasetSpec, Profile
-from benchmarks.timing import inference_ms_per_image
+from benchmarks.timing import inference_ms_per_image, timing_images
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "benchmarks" / "runs" / "checkpoints"
 
@@ -73,9 +73,7 @@ def _keep_checkpoint(engine: Engine, target: Path) -> None:
 def _evaluate(engine: Engine, model: AnomalibModule, datamodule: AnomalibDataModule) -> dict[str, object]:
     """Test metrics, inference time per image (batch 1 and 16), peak RSS so far and parameter count."""
     metrics = engine.test(model, datamodule=datamodule, verbose=False)[0]
-    test_data = datamodule.test_data
-    images = torch.stack([test_data[i].image for i in range(0, len(test_data), max(1, len(test_data) // 16))][:16])
-    images = torch.nn.functional.interpolate(images, size=IMAGE_SIZE, mode="bilinear")  # one batch, any source size
+    images = timing_images(datamodule.test_data, IMAGE_SIZE)
     return {
         "image_AUROC": metrics["image_AUROC"],
         "pixel_AUROC": metrics["pixel_AUROC"],

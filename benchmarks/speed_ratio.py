@@ -20,17 +20,8 @@ from anomalib.models import Stfpm
 
 from benchmarks.cell import CHECKPOINTS
 from benchmarks.contenders import BACKBONE, DISTILLED_LAYERS, IMAGE_SIZE, DatasetSpec, common_components
-from benchmarks.timing import inference_ms_per_image
+from benchmarks.timing import inference_ms_per_image, timing_images
 from kdanomaly import KDAnomaly
-
-
-def test_images(dataset: DatasetSpec, count: int = 16) -> torch.Tensor:
-    """``count`` test images spread over the test set, at the benchmark's image size (as the cells take them)."""
-    datamodule = dataset.datamodule(seed=0)
-    datamodule.setup()
-    data = datamodule.test_data
-    picked = [data[i].image[None] for i in range(0, len(data), max(1, len(data) // count))][:count]
-    return torch.cat([torch.nn.functional.interpolate(image, size=IMAGE_SIZE, mode="bilinear") for image in picked])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -52,7 +43,9 @@ def main(argv: list[str] | None = None) -> None:
             **common_components(),
         ),
     }
-    images = test_images(args.dataset)
+    datamodule = args.dataset.datamodule(seed=0)
+    datamodule.setup()
+    images = timing_images(datamodule.test_data, IMAGE_SIZE)  # the images the leaderboard cells time
     timings: dict[str, dict[int, list[float]]] = {name: {1: [], 16: []} for name in models}
     for _ in range(args.rounds):
         for name, model in models.items():

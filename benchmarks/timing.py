@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import torch
 from anomalib.models.components import AnomalibModule
+
+
+def timing_images(test_data: Sequence, size: tuple[int, int], count: int = 16) -> torch.Tensor:
+    """``count`` test images spread over ``test_data``, each resized to ``size`` (sources may differ in size)."""
+    picked = [test_data[i].image[None] for i in range(0, len(test_data), max(1, len(test_data) // count))][:count]
+    return torch.cat([torch.nn.functional.interpolate(image, size=size, mode="bilinear") for image in picked])
 
 
 @torch.no_grad()
