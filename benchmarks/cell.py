@@ -1,5 +1,7 @@
 """One leaderboard cell: train and test one model on one dataset, in its own process (for a clean peak RSS).
 
+Each row costs one evaluation pass over the test images (see :mod:`benchmarks.evaluation`).
+
     python -m benchmarks.cell --model KDAnomaly --dataset mvtec:../shared/datasets/mvtec_ad:bottle \
         --profile cpu --json cell.json
 """
@@ -21,6 +23,7 @@ from anomalib.models.components import AnomalibModule
 from lightning.pytorch import seed_everything
 
 from benchmarks.contenders import BACKBONE, DISTILLATION_ONLY, IMAGE_SIZE, MODELS, PROFILES, DatasetSpec, Profile
+from benchmarks.evaluation import ValidationOutputs, evaluate
 from benchmarks.timing import inference_ms_per_image, timing_images
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "benchmarks" / "runs" / "checkpoints"
@@ -36,29 +39,32 @@ def run_cell(
     seed_everything(seed, workers=True)
     model = MODELS[model_name](profile)
     datamodule = dataset.datamodule(seed)
+    outputs = ValidationOutputs()
     engine = Engine(
         accelerator="cpu",
         devices=1,
         logger=False,
         enable_progress_bar=False,
         default_root_dir=work_dir,
+        callbacks=[outputs],
         **profile.trainer_arguments(model_name),
     )
     started = time.perf_counter()
     engine.fit(model, datamodule=datamodule)
-    engine.validate(model, datamodule=datamodule, verbose=False)  # thresholds; memory-bank models fit here
-    train_seconds = time.perf_counter() - started
+    metrics = evaluate(engine, model, datamodule, outputs)
+    # Training time: fit, plus the memory building that runs before the first validation batch.
+    train_seconds = (outputs.first_batch_started or time.perf_counter()) - started
     common = {"dataset": dataset.name, "profile": profile.name, "seed": seed, "backbone": BACKBONE}
     common |= {
         "train_seconds": round(train_seconds, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
     }
     _keep_checkpoint(engine, CHECKPOINTS / profile.name / f"{model_name}_{dataset.name}.ckpt")
-    rows = [{"model": model_name, **common, **_evaluate(engine, model, datamodule)}]
+    rows = [{"model": model_name, **common, **_measure(model, datamodule, metrics)}]
     if model_name in DISTILLATION_ONLY:
         model.model.memory_weight = 0.0
-        engine.validate(model, datamodule=datamodule, verbose=False)  # thresholds of the distillation map
-        rows.append({"model": DISTILLATION_ONLY[model_name], **common, **_evaluate(engine, model, datamodule)})
+        metrics = evaluate(engine, model, datamodule, outputs)  # thresholds of the distillation map
+        rows.append({"model": DISTILLATION_ONLY[model_name], **common, **_measure(model, datamodule, metrics)})
     return rows
 
 
@@ -70,9 +76,8 @@ def _keep_checkpoint(engine: Engine, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def _evaluate(engine: Engine, model: AnomalibModule, datamodule: AnomalibDataModule) -> dict[str, object]:
+def _measure(model: AnomalibModule, datamodule: AnomalibDataModule, metrics: dict[str, float]) -> dict[str, object]:
     """Test metrics, inference time per image (batch 1 and 16), peak RSS so far and parameter count."""
-    metrics = engine.test(model, datamodule=datamodule, verbose=False)[0]
     images = timing_images(datamodule.test_data, IMAGE_SIZE)
     return {
         "image_AUROC": metrics["image_AUROC"],

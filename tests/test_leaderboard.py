@@ -104,3 +104,27 @@ def test_benchmark_command_shows_its_options(capsys: pytest.CaptureFixture[str])
         main(["benchmark", "--help"])
     assert exit_info.value.code == 0
     assert "--profile" in capsys.readouterr().out
+
+
+def test_one_pass_metrics_equal_anomalib_test_and_other_splits_use_it(tmp_path: Path) -> None:
+    """The cell scores the validation pass's outputs; that must give Engine.test's numbers when val == test."""
+    from anomalib.data import Folder
+    from anomalib.engine import Engine
+
+    from benchmarks.evaluation import ValidationOutputs, evaluate, same_images
+
+    generate_synthetic_dataset(tmp_path / "data", "weave", image_size=64, n_train=8, n_test_good=6, n_test_per_defect=3)
+    datamodule = DatasetSpec.parse(f"mvtec:{tmp_path / 'data'}:weave").datamodule(seed=0)
+    model = MODELS["Padim"](PROFILES["smoke"])
+    outputs = ValidationOutputs()
+    engine = Engine(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, callbacks=[outputs],
+                    default_root_dir=tmp_path / "runs", **PROFILES["smoke"].trainer_arguments("Padim"))  # fmt: skip
+    engine.fit(model, datamodule=datamodule)
+    one_pass = evaluate(engine, model, datamodule, outputs)
+    assert same_images(datamodule) and len(outputs.batches) > 0
+    anomalib_test = engine.test(model, datamodule=datamodule, verbose=False)[0]
+    assert one_pass.keys() == anomalib_test.keys()
+    assert one_pass == pytest.approx(anomalib_test, abs=1e-6)
+    folder = Folder(name="weave", root=tmp_path / "data" / "weave", normal_dir="train/good", abnormal_dir="test/scratch")
+    folder.setup()
+    assert not same_images(folder)  # Folder validates on half the test split: scored by Engine.test instead

@@ -134,6 +134,23 @@ def test_model_builds_its_memory_and_the_weight_switches_it() -> None:
     assert (distillation_only >= 0).all()  # a raw discrepancy; the fused map is standardised
 
 
+def test_refreshing_for_a_new_student_keeps_the_teacher_bank() -> None:
+    torch.manual_seed(0)
+    model = KDADModel("tf_efficientnet_lite0", ["blocks.1", "blocks.2", "blocks.4"], memory_size=4).eval()
+    images = torch.randn(6, 3, 64, 64)
+    with pytest.raises(RuntimeError, match="build it with teacher_bank=True first"):
+        model.build_memory([images], teacher_bank=False)
+    model.build_memory([images])
+    bank, statistics = model.memory.bank.clone(), model.map_statistics.values.clone()
+    with torch.no_grad():
+        for parameter in model.student.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    model.build_memory([images], teacher_bank=False)
+    assert torch.equal(model.memory.bank, bank)
+    assert torch.equal(model.map_statistics.values[2:], statistics[2:])
+    assert not torch.allclose(model.map_statistics.values[:2], statistics[:2])
+
+
 def test_memory_layers_outside_the_distilled_layers_are_rejected() -> None:
     with pytest.raises(ValueError, match="subset of layers"):
         KDADModel("tf_efficientnet_lite0", ["blocks.1", "blocks.2"], memory_layers=["blocks.4"])

@@ -59,16 +59,14 @@ class MapStatistics(nn.Module):
         self.register_buffer("values", torch.tensor([0.0, 1.0, 0.0, 1.0]))
         self.values: torch.Tensor
 
-    def fit(self, distillation_maps: torch.Tensor, memory_maps: torch.Tensor) -> None:
-        """Record both maps' pixel mean and standard deviation (floored to stay positive)."""
-        self.values = torch.stack(
-            [
-                distillation_maps.mean(),
-                distillation_maps.std().clamp_min(1e-6),
-                memory_maps.mean(),
-                memory_maps.std().clamp_min(1e-6),
-            ]
-        )
+    def fit(self, distillation_maps: torch.Tensor, memory_maps: torch.Tensor | None = None) -> None:
+        """Record the maps' pixel mean and standard deviation (floored to stay positive).
+
+        Without ``memory_maps`` only the distillation statistics change (the memory's follow the frozen teacher).
+        """
+        distillation = [distillation_maps.mean(), distillation_maps.std().clamp_min(1e-6)]
+        memory = [memory_maps.mean(), memory_maps.std().clamp_min(1e-6)] if memory_maps is not None else self.values[2:]
+        self.values = torch.stack([*distillation, *memory])
 
     def fuse(self, distillation_map: torch.Tensor, memory_map: torch.Tensor, memory_weight: float) -> torch.Tensor:
         """``(1 - w) * z(distillation) + w * z(memory)``, each map standardised by its normal-image statistics."""

@@ -110,7 +110,10 @@ class KDAnomaly(AnomalibModule):
             memory_window=memory_window,
             memory_size=memory_size,
         )
-        self._memory_stale = False  # set by training; the memory is rebuilt before the next evaluation
+        # Set when a fit starts (its training images may be new): the teacher patches are stored again.
+        self._memory_stale = False
+        # Set by training steps: the distillation statistics follow the student before the next evaluation.
+        self._statistics_stale = False
         self.loss = KDADLoss(distance=distance, sspcab_weight=sspcab_weight if use_sspcab else 0.0)
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
@@ -135,7 +138,7 @@ class KDAnomaly(AnomalibModule):
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Distil the teacher's features into the student on a batch of normal images."""
         del args, kwargs
-        self._memory_stale = True
+        self._statistics_stale = True
         features = self.model(batch.image)
         losses = self.loss(features.teacher, features.student, features.sspcab_pairs)
         self.log_dict(
@@ -146,6 +149,10 @@ class KDAnomaly(AnomalibModule):
             batch_size=batch.image.shape[0],
         )
         return {"loss": losses["loss"]}
+
+    def on_fit_start(self) -> None:
+        """A fit may bring new training images: store the teacher's normal patches again before evaluating."""
+        self._memory_stale = True
 
     def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Anomaly maps and scores for evaluation."""
@@ -177,8 +184,13 @@ class KDAnomaly(AnomalibModule):
             checkpoint["state_dict"].update(memory_state)
 
     def _refresh_memory(self, required: bool = True) -> bool:
-        """(Re)build the memory if training happened since it was built or it is empty; True if it was built."""
-        if self.model.memory_weight == 0 or not (self._memory_stale or self.model.memory.is_empty):
+        """Bring the memory up to date with the training images and the student; True if it was refreshed.
+
+        The teacher's patches are stored when the memory is empty or a fit started since; otherwise, after
+        training steps, only the distillation statistics are recomputed (the teacher is frozen).
+        """
+        rebuild = self._memory_stale or self.model.memory.is_empty
+        if self.model.memory_weight == 0 or not (rebuild or self._statistics_stale):
             return False
         datamodule = getattr(self.trainer, "datamodule", None)
         train_data = getattr(datamodule, "train_data", None)
@@ -191,8 +203,9 @@ class KDAnomaly(AnomalibModule):
                 raise RuntimeError(msg)
             return False
         loader = DataLoader(train_data, batch_size=16, collate_fn=train_data.collate_fn)
-        self.model.build_memory(self.pre_processor.transform(batch.image.to(self.device)) for batch in loader)
-        self._memory_stale = False
+        batches = (self.pre_processor.transform(batch.image.to(self.device)) for batch in loader)
+        self.model.build_memory(batches, teacher_bank=rebuild)
+        self._memory_stale = self._statistics_stale = False
         return True
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -147,12 +147,13 @@ class KDADModel(nn.Module):
         return F.interpolate(self.memory(features, exclude), size=image_size, mode="bilinear")
 
     @torch.no_grad()
-    def build_memory(self, batches: Iterable[torch.Tensor], batch_size: int = 16) -> None:
+    def build_memory(self, batches: Iterable[torch.Tensor], teacher_bank: bool = True, batch_size: int = 16) -> None:
         """Store the normal images' teacher patches and the statistics that put both maps on one scale.
 
         ``batches`` yields pre-processed normal images. The memory map's statistics are leave-one-image-out
         (each training image against all the others), so they describe unseen normal images; the memory is then
-        reduced to ``memory_size`` patches per position.
+        reduced to ``memory_size`` patches per position. ``teacher_bank=False`` keeps the stored patches (the
+        teacher is frozen) and refreshes only the distillation map's statistics for the current student.
         """
         was_training = self.training
         self.eval()
@@ -161,8 +162,15 @@ class KDADModel(nn.Module):
             self.check_input(images)
             teacher = self.teacher(images)
             student, _ = self.student_features(images)
-            stored.append(memory_features(teacher, self.memory_layers))
+            if teacher_bank:
+                stored.append(memory_features(teacher, self.memory_layers))
             distillation_maps.append(self.anomaly_map_generator(teacher, student, images.shape[-2:], smooth=False))
+        self.train(was_training)
+        if not teacher_bank:
+            if self.memory.is_empty:
+                raise RuntimeError("the normal memory is empty: build it with teacher_bank=True first")
+            self.map_statistics.fit(torch.cat(distillation_maps))
+            return
         if sum(len(features) for features in stored) < 2:
             raise ValueError("the normal memory needs at least 2 normal images (its statistics leave one out)")
         bank = torch.cat(stored)
@@ -176,4 +184,3 @@ class KDADModel(nn.Module):
         ]
         self.map_statistics.fit(torch.cat(distillation_maps), torch.cat(memory_maps))
         self.memory.reduce(self.memory_size)
-        self.train(was_training)
