@@ -1,0 +1,67 @@
+"""Labelled defect images for the few-shot recognizer: one folder per class, or ``<class>_<n>.<ext>`` names (NEU)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2.functional import resize
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    """Image paths and their class names, sorted by path."""
+
+    paths: list[Path]
+    labels: list[str]
+
+    @property
+    def classes(self) -> list[str]:
+        """The class names, sorted."""
+        return sorted(set(self.labels))
+
+    def of(self, classes: Sequence[str]) -> LabelledImages:
+        """Only the images of ``classes``; ValueError for a class that has none."""
+        missing = set(classes) - set(self.labels)
+        if missing:
+            raise ValueError(f"no images of {sorted(missing)}; classes present: {self.classes}")
+        kept = [(p, label) for p, label in zip(self.paths, self.labels, strict=True) if label in classes]
+        return LabelledImages([p for p, _ in kept], [label for _, label in kept])
+
+
+def list_labelled_images(root: str | Path) -> LabelledImages:
+    """Images under ``root``: ``root/<class>/*.ext`` if it has class folders, else ``root/<class>_<n>.ext``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a folder of labelled images")
+    images = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise ValueError(f"{root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    nested = any(p.parent != root for p in images)
+    if nested:
+        labels = [p.relative_to(root).parts[0] for p in images]
+        images = [p for p, label in zip(images, labels, strict=True) if label != p.name]
+        labels = [p.relative_to(root).parts[0] for p in images]
+    else:
+        unnamed = [p.name for p in images if "_" not in p.stem]
+        if unnamed:
+            raise ValueError(f"{root}: cannot tell the class of {unnamed[:3]}; use <class>_<n> names or class folders")
+        labels = [p.stem.rsplit("_", 1)[0] for p in images]
+    return LabelledImages(images, labels)
+
+
+def load_images(paths: Sequence[Path], size: int) -> torch.Tensor:
+    """Images as ``(N, 3, size, size)`` floats in ``[0, 1]`` (gray ones repeated to RGB); names a bad file."""
+    loaded = []
+    for path in paths:
+        try:
+            image = decode_image(str(path), mode=ImageReadMode.RGB)
+        except (RuntimeError, OSError) as error:
+            raise ValueError(f"cannot read image {path}: {error}") from error
+        loaded.append(resize(image, [size, size], antialias=True).float() / 255)
+    return torch.stack(loaded)

@@ -1,0 +1,35 @@
+"""PyTorch model of the few-shot recognizer: timm backbone, global pooling, MLP projection to unit embeddings."""
+
+from __future__ import annotations
+
+import timm
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class RecognizerNet(nn.Module):
+    """Image ``(B, 3, H, W)`` to an L2-normalised embedding ``(B, embedding_size)``.
+
+    Args:
+        backbone: timm model (pooled features); ``pretrained`` loads its ImageNet weights.
+        embedding_size: size of the projected embedding (the prototype memory's dimension).
+        hidden_size: width of the projection MLP's hidden layer.
+    """
+
+    def __init__(
+        self, backbone: str, embedding_size: int = 128, hidden_size: int = 512, pretrained: bool = True
+    ) -> None:
+        super().__init__()
+        self.backbone = timm.create_model(backbone, pretrained=pretrained, num_classes=0)
+        self.projection = nn.Sequential(
+            nn.Linear(self.backbone.num_features, hidden_size),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_size, embedding_size),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Unit-length embeddings."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+        return F.normalize(self.projection(self.backbone(images)), dim=1)
