@@ -125,6 +125,8 @@ def test_one_pass_metrics_equal_anomalib_test_and_other_splits_use_it(tmp_path: 
     anomalib_test = engine.test(model, datamodule=datamodule, verbose=False)[0]
     assert one_pass.keys() == anomalib_test.keys()
     assert one_pass == pytest.approx(anomalib_test, abs=1e-6)
-    folder = Folder(name="weave", root=tmp_path / "data" / "weave", normal_dir="train/good", abnormal_dir="test/scratch")
+    folder = Folder(
+        name="weave", root=tmp_path / "data" / "weave", normal_dir="train/good", abnormal_dir="test/scratch"
+    )
     folder.setup()
     assert not same_images(folder)  # Folder validates on half the test split: scored by Engine.test instead
