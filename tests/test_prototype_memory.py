@@ -152,10 +152,15 @@ def _plain_k_center(points: np.ndarray, size: int, start: int) -> list[int]:
     return picks
 
 
-def test_pruned_k_center_picks_what_the_plain_greedy_picks() -> None:
-    points = np.random.default_rng(4).normal(size=(800, 12)).astype(np.float32)
+@pytest.mark.parametrize("dim", [12, 100])  # 100: with the principal-subspace lower bound
+def test_pruned_k_center_picks_what_the_plain_greedy_picks(dim: int) -> None:
+    rng = np.random.default_rng(4)
+    scales = np.geomspace(3, 0.1, dim)  # decaying spectrum, like CNN features
+    points = rng.normal(size=(800, dim)) * scales + rng.normal(size=(4, dim))[rng.integers(4, size=800)]
+    points = points.astype(np.float32)
     picks = k_center_greedy(torch.from_numpy(points), 60, start=7)
     assert picks.tolist() == _plain_k_center(points.astype(np.float64), 60, start=7)
+    points = points[:, :12]
     memory = PrototypeMemory(12)
     chosen = memory.add_coreset(points, "normal", 25)
     assert len(memory) == 25 and len(set(chosen.tolist())) == 25
