@@ -81,24 +81,30 @@ def coreset_comparison(features: torch.Tensor, ratio: float) -> dict[str, object
 
 
 def search_comparison(n: int, dim: int, n_queries: int, k: int = 1) -> dict[str, object]:
-    """Build time, latency and recall@k of IVF and HNSW against the exact flat index."""
+    """Build time, latency and recall@k of IVF and HNSW (at several search efforts) against the flat index."""
     rng = np.random.default_rng(0)
     references = rng.normal(size=(n, dim)).astype(np.float32)
     queries = rng.normal(size=(n_queries, dim)).astype(np.float32)
     results: dict[str, object] = {"references": [n, dim], "queries": n_queries}
+    efforts = {"flat": [{}], "ivf": [{"ivf_probes": p} for p in (16, 64, 256)],
+               "hnsw": [{"hnsw_search_depth": d} for d in (64, 256, 1024)]}  # fmt: skip
     exact = None
-    for kind in ("flat", "ivf", "hnsw"):
+    for kind, settings in efforts.items():
         memory = PrototypeMemory(dim, index=kind)
         started = time.perf_counter()
         memory.add(references, ["x"] * n)
         memory.search(queries[:1], k)  # builds (and trains) the index
-        build = time.perf_counter() - started
-        started = time.perf_counter()
-        ids = memory.search(queries, k).ids
-        latency = (time.perf_counter() - started) / n_queries * 1000
-        exact = ids if exact is None else exact
-        recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ids, exact, strict=True)]))
-        results[kind] = {"build_seconds": round(build, 2), "ms_per_query": round(latency, 3), f"recall@{k}": recall}
+        rows: dict[str, object] = {"build_seconds": round(time.perf_counter() - started, 2)}
+        for setting in settings:
+            memory.tune(**setting)
+            started = time.perf_counter()
+            ids = memory.search(queries, k).ids
+            latency = (time.perf_counter() - started) / n_queries * 1000
+            exact = ids if exact is None else exact
+            recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ids, exact, strict=True)]))
+            name = ",".join(f"{key}={value}" for key, value in setting.items()) or "exact"
+            rows[name] = {"ms_per_query": round(latency, 3), f"recall@{k}": recall}
+        results[kind] = rows
     return results
 
 

@@ -51,6 +51,9 @@ def test_flat_search_is_exact_and_approximate_indexes_find_the_neighbours() -> N
         approximate.add(references, ["x"] * len(references))
         recall = (approximate.search(queries, k=1).ids[:, 0] == expected[:, 0]).mean()
         assert recall >= 0.8, kind
+        if kind == "ivf":  # probing every list is exhaustive
+            approximate.tune(ivf_probes=len(references))
+            assert (approximate.search(queries, k=5).ids == expected).all()
 
 
 def test_predict_answers_unknown_below_the_calibrated_similarity_and_new_classes_need_no_training() -> None:

@@ -159,6 +159,17 @@ class PrototypeMemory:
         self.unknown_threshold = float(np.quantile(best, false_unknown_rate, method="lower"))
         return self.unknown_threshold
 
+    def tune(self, ivf_probes: int | None = None, hnsw_search_depth: int | None = None) -> None:
+        """Change the approximate index's search effort (more: higher recall, slower) without rebuilding it."""
+        if ivf_probes is not None:
+            self.ivf_probes = ivf_probes
+        if hnsw_search_depth is not None:
+            self.hnsw_search_depth = hnsw_search_depth
+        if isinstance(self._index, faiss.IndexIVF):
+            self._index.nprobe = self.ivf_probes
+        elif isinstance(self._index, faiss.IndexHNSW):
+            self._index.hnsw.efSearch = self.hnsw_search_depth
+
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the memory to ``path`` atomically (temporary file, fsync, rename)."""
         index_bytes = faiss.serialize_index(self._searchable()).tobytes() if len(self) else b""
