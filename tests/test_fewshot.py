@@ -127,3 +127,25 @@ def test_labelled_images_from_class_folders_or_names_and_bad_files_named(tmp_pat
     write_png(torch.zeros(1, 4, 4, dtype=torch.uint8), str(tmp_path / "nameless" / "x.png"))
     with pytest.raises(ValueError, match="cannot tell the class"):
         list_labelled_images(tmp_path / "nameless")
+
+
+def test_fewshot_command_trains_enrolls_and_classifies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from torchvision.io import write_png
+
+    from kdanomaly.cli import main
+
+    for kind, name in enumerate(["stripes", "checks", "blobs"]):
+        for index, image in enumerate(_textures(6, kind)):
+            write_png((image * 255).to(torch.uint8), str(tmp_path / f"{name}_{index}.png"))
+    checkpoint, memory = tmp_path / "recognizer.ckpt", tmp_path / "defects.kdm"
+    common = ["--size", "32"]
+    main(["fewshot", "train", "--data", str(tmp_path), "--classes", "stripes", "checks", "--out", str(checkpoint),
+          "--epochs", "1", "--batch-size", "8", *common])  # fmt: skip
+    main(["fewshot", "enroll", "--model", str(checkpoint), "--data", str(tmp_path), "--memory", str(memory), *common])
+    capsys.readouterr()
+    main(["fewshot", "classify", "--model", str(checkpoint), "--memory", str(memory), str(tmp_path), *common])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 18 and {row["type"] for row in rows} <= {"stripes", "checks", "blobs"}
+    assert all(-1 <= row["similarity"] <= 1 for row in rows)
