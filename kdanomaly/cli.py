@@ -12,9 +12,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from kdanomaly.data import IMAGE_SUFFIXES, image_files
+
 OWN_COMMANDS = ("weights", "demo", "benchmark", "fewshot")
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def _option_value(argv: Sequence[str], option: str) -> str | None:
@@ -29,7 +30,7 @@ def _option_value(argv: Sequence[str], option: str) -> str | None:
 
 def check_data_root(root: Path) -> None:
     """Raise ValueError for an existing data root without a single image (a missing one Anomalib downloads)."""
-    if root.exists() and not any(path.suffix.lower() in IMAGE_SUFFIXES for path in root.rglob("*")):
+    if root.exists() and not image_files(root):
         raise ValueError(f"data root {root} holds no images ({', '.join(IMAGE_SUFFIXES)}); check --data.root")
 
 

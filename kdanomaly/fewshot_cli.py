@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from kdanomaly.data.labelled_images import IMAGE_SUFFIXES, list_labelled_images, load_images
+from kdanomaly.data import image_files
+from kdanomaly.data.labelled_images import list_labelled_images, load_images
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,13 +84,7 @@ def _classify(args: argparse.Namespace) -> None:
 
     recognizer = FewShotRecognizer.load_from_checkpoint(args.model, map_location="cpu", pretrained=False)
     memory = PrototypeMemory.load(args.memory)
-    paths = [
-        file
-        for path in args.images
-        for file in (
-            sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
-        )
-    ]
+    paths = [file for path in args.images for file in (image_files(path) if path.is_dir() else [path])]
     if not paths:
         raise SystemExit("no images given")
     prediction = memory.predict(_embed_with_progress(recognizer, paths, args.size))

@@ -10,7 +10,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2.functional import resize
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+from kdanomaly.data import IMAGE_SUFFIXES, image_files
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def list_labelled_images(root: str | Path) -> LabelledImages:
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"{root} is not a folder of labelled images")
-    images = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    images = image_files(root)
     if not images:
         raise ValueError(f"{root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     nested = any(p.parent != root for p in images)
