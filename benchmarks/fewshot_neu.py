@@ -113,19 +113,12 @@ def novel_classes(data: LabelledImages, images: torch.Tensor, args: argparse.Nam
     base_labels = torch.tensor([BASE.index(data.labels[i]) for i in base])
     novel_labels = [data.labels[i] for i in novel]
     results: dict[str, object] = {}
-    untrained = FewShotRecognizer(BASE, args.backbone).model.backbone
-    candidates: dict[str, tuple[LightningModule | nn.Module, float]] = {"pretrained": (untrained, 0.0)}
+    # An untrained baseline embeds the ImageNet backbone's pooled features, normalised like the others.
+    candidates = {"pretrained": (CrossEntropyBaseline(BASE, args.backbone), 0.0)}
     for name, model in models(BASE, args.backbone).items():
         candidates[name] = (model, train(model, images[base], base_labels, args.epochs, args.seed))
     for name, (model, seconds) in candidates.items():
-        if name == "pretrained":
-            normalize = FewShotRecognizer(BASE, args.backbone).normalize
-            with torch.no_grad():
-                model.eval()
-                embeddings = torch.cat([F.normalize(model(normalize(images[novel][i : i + 64])), dim=1)
-                                        for i in range(0, len(novel), 64)])  # fmt: skip
-        else:
-            embeddings = embed(model, images[novel])
+        embeddings = embed(model, images[novel])
         results[name] = {"train_seconds": round(seconds, 1)} | {
             f"k={k}": summary(novel_class_draws(embeddings, novel_labels, k, args.draws, args.seed)) for k in (1, 3, 5)
         }

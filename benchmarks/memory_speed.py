@@ -4,9 +4,9 @@
 
 1. Coreset: 200 000 x 384 teacher patch features (tf_efficientnet_lite0 blocks.2 + blocks.1 + blocks.6, 3x3
    averaged, of the MVTec bottle training images at 256 px: 32x32 patches each, 196 images), a 1 % coreset
-   (2 000 picks), our
-   pruned greedy k-center against Anomalib Patchcore's ``KCenterGreedy`` (random projection + plain greedy),
-   one process, one after the other. Also the covering radius each coreset achieves on the full features.
+   (2 000 picks), our pruned greedy k-center against Anomalib Patchcore's ``KCenterGreedy`` (random
+   projection + plain greedy), one process, one after the other. Also the covering radius each coreset
+   achieves on the full features.
 2. Search: 1 000 000 x 128 random unit vectors, 1 000 queries, top-1: flat (exact) against IVF and HNSW —
    build time, ms per query (batch of 1 000) and recall@1.
 """

@@ -113,7 +113,7 @@ class PrototypeMemory:
     def remove(self, label: str) -> int:
         """Remove every reference of ``label``; the number removed."""
         keep = np.array([existing != label for existing in self.labels], dtype=bool)
-        removed = int((~keep).sum()) if len(keep) else 0
+        removed = int((~keep).sum())
         if removed:
             self.embeddings = self.embeddings[keep]
             self.labels = [name for name, kept in zip(self.labels, keep, strict=True) if kept]
