@@ -122,7 +122,7 @@ def test_model_builds_its_memory_and_the_weight_switches_it() -> None:
         model(images[:1])
     with pytest.raises(ValueError, match="at least 2 normal images"):
         model.build_memory([images[:1]])
-    model.memory_size = 4
+    model.memory.size = 4
     model.build_memory([images[:4], images[4:]])
     assert model.memory.n_images == 6
     assert model.memory.bank.shape == (8 * 8, 40 + 112, 4)

@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,7 +36,8 @@ from kdanomaly.models.components.backbone import (
 
 from .anomaly_map import Fusion
 from .loss import Distance, KDADLoss
-from .torch_model import KDADModel
+from .prototype_patches import PatchPrototypeMemory
+from .torch_model import KDADModel, MemoryKind
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 DEFAULT_LAYERS = ("blocks.1", "blocks.2", "blocks.4")
@@ -55,9 +57,11 @@ class KDAnomaly(AnomalibModule):
         distance: ``"cosine"`` or ``"l2"`` discrepancy between channel-normalised features.
         fusion: ``"mean"`` or ``"product"`` of the per-scale maps.
         sigma: Gaussian smoothing of the anomaly map (pixels).
-        memory_weight, memory_layers, memory_window, memory_size: the positional memory of normal teacher patches, built
-            from the training images before validation/testing and fused with the distillation map
-            (``memory_weight=0`` turns it off: pure distillation).
+        memory_weight, memory_layers, memory_kind, memory_window, memory_size, coreset_ratio: the memory of normal
+            teacher patches, built from the training images before validation/testing and fused with the
+            distillation map (``memory_weight=0`` turns it off: pure distillation). ``memory_kind="positional"``
+            (default) compares each patch with normal patches at the same place; ``"prototype"`` is the k-shot mode
+            (from a single normal image): a coreset of all normal patches in a PrototypeMemory (see KDADModel).
         learning_rate, weight_decay: Adam settings of the student (and SSPCAB).
         pre_processor, post_processor, evaluator, visualizer: Anomalib components; ``True`` builds the
             defaults (the pre-processor normalises with the backbone's own mean/std).
@@ -77,8 +81,10 @@ class KDAnomaly(AnomalibModule):
         sigma: float = 4.0,
         memory_weight: float = 0.7,
         memory_layers: Sequence[str] | None = None,
+        memory_kind: MemoryKind = "positional",
         memory_window: int = 1,
         memory_size: int = 128,
+        coreset_ratio: float = 0.1,
         learning_rate: float = 1e-2,
         weight_decay: float = 1e-5,
         pre_processor: PreProcessor | bool = True,
@@ -107,8 +113,10 @@ class KDAnomaly(AnomalibModule):
             sigma=sigma,
             memory_weight=memory_weight,
             memory_layers=memory_layers,
+            memory_kind=memory_kind,
             memory_window=memory_window,
             memory_size=memory_size,
+            coreset_ratio=coreset_ratio,
         )
         # Set when a fit starts (its training images may be new): the teacher patches are stored again.
         self._memory_stale = False
@@ -207,6 +215,13 @@ class KDAnomaly(AnomalibModule):
         self.model.build_memory(batches, teacher_bank=rebuild)
         self._memory_stale = self._statistics_stale = False
         return True
+
+    def to_onnx(self, export_root: Path | str, *args: Any, **kwargs: Any) -> Path:
+        """Anomalib's ONNX export (also the first step of OpenVINO's); the k-shot memory cannot be traced."""
+        if isinstance(self.model.memory, PatchPrototypeMemory) and self.model.memory_weight > 0:
+            msg = "the k-shot memory (memory_kind='prototype') searches faiss inside forward and cannot be exported"
+            raise ValueError(msg + " to ONNX/OpenVINO; export with --export_type torch or use the positional memory")
+        return super().to_onnx(export_root, *args, **kwargs)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam over the student and SSPCAB parameters; the teacher has none that require grad."""

@@ -30,14 +30,18 @@ class PositionalMemory(nn.Module):
     training images at that position and at its neighbours (edge-clamped). ``forward`` is then one batched
     matrix product per query batch. ``exclude`` leaves one training image out per query (leave-one-out
     distances of the training images themselves). The default window of 1 compares a patch only with the same
-    position; the features are already 3x3-aggregated, so small misalignments are absorbed.
+    position; the features are already 3x3-aggregated, so small misalignments are absorbed. :meth:`reduce` keeps
+    ``size`` candidates per position.
     """
 
-    def __init__(self, window: int = 1) -> None:
+    def __init__(self, window: int = 1, size: int = 128) -> None:
         super().__init__()
         if window < 1 or window % 2 == 0:
             raise ValueError(f"memory window must be an odd positive number, got {window}")
+        if size < 1:
+            raise ValueError(f"memory size must be positive, got {size}")
         self.window = window
+        self.size = size
         self.register_buffer("bank", torch.empty(0, 0, 0))
         self.register_buffer("bank_norms", torch.empty(0, 0, 0))  # squared norms of the bank's columns
         self.register_buffer("candidate_images", torch.empty(0, 0, dtype=torch.long))  # training image of each
@@ -59,8 +63,9 @@ class PositionalMemory(nn.Module):
 
     def fit(self, features: torch.Tensor) -> None:
         """Store ``(N, C, h, w)`` features of normal images."""
-        if features.ndim != 4 or features.shape[0] == 0:
-            raise ValueError(f"expected normal features of shape (N, C, h, w) with N > 0, got {tuple(features.shape)}")
+        if features.ndim != 4 or features.shape[0] < 2:
+            msg = f"the positional memory needs features (N, C, h, w) of at least 2 normal images, got {features.shape}"
+            raise ValueError(f"{msg} (its statistics leave one image out); memory_kind='prototype' works from one")
         n_images, channels, height, width = features.shape
         radius = self.window // 2
         padded = F.pad(features.detach().float(), (radius,) * 4, mode="replicate")
@@ -73,11 +78,21 @@ class PositionalMemory(nn.Module):
         self.candidate_images = (torch.arange(self.bank.shape[2]) % n_images).expand(height * width, -1).contiguous()
         self.grid = torch.tensor([height, width, n_images])
 
-    def reduce(self, size: int) -> None:
-        """Keep, per position, ``size`` candidates chosen by greedy k-center (farthest-point) selection.
+    def held_out_distances(self, features: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+        """Leave-one-image-out distance maps of the ``(N, C, h, w)`` features the memory was fitted on."""
+        return torch.cat(
+            [
+                self(features[start : start + batch_size], torch.arange(start, min(start + batch_size, len(features))))
+                for start in range(0, len(features), batch_size)
+            ]
+        )
+
+    def reduce(self, size: int | None = None) -> None:
+        """Keep, per position, ``size`` (default: the memory's) candidates chosen by greedy k-center selection.
 
         The greedy loop runs over the ``size`` picks only; each pick is one batched product over all positions.
         """
+        size = self.size if size is None else size
         if size < 1:
             raise ValueError(f"memory size must be positive, got {size}")
         positions, channels, candidates = self.bank.shape

@@ -1,10 +1,10 @@
 """PyTorch model of KDAnomaly: frozen pretrained teacher, SimAM student, SSPCAB on the student's features,
-and a positional memory of normal teacher patches fused with the distillation map."""
+and a memory of normal teacher patches (positional, or a k-shot PrototypeMemory) fused with the distillation map."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 from anomalib.data import InferenceBatch
@@ -18,6 +18,9 @@ from kdanomaly.models.components.backbone import resolve_layers
 from .anomaly_map import AnomalyMapGenerator, Fusion, MapStatistics
 from .loss import Distance
 from .normal_memory import PositionalMemory, memory_features
+from .prototype_patches import PatchPrototypeMemory
+
+MemoryKind = Literal["positional", "prototype"]
 
 
 class TrainingFeatures(NamedTuple):
@@ -50,8 +53,11 @@ class KDADModel(nn.Module):
             standardised by their mean and standard deviation on the training images first.
         memory_layers: teacher stages whose (3x3-aggregated) features the memory stores, a subset of ``layers``;
             default: all distilled stages but the shallowest (``blocks.2``, ``blocks.4`` for the default layers).
-        memory_window: positions around the query position searched in the memory (``window x window``).
-        memory_size: normal patches kept per position (greedy k-center coreset of the training images' patches).
+        memory_kind: ``"positional"`` (each patch against normal patches at the same place; needs 2+ images) or
+            ``"prototype"`` (k-shot: against a coreset of all normal patches in a PrototypeMemory; from 1 image).
+        memory_window: positional: positions around the query position searched (``window x window``).
+        memory_size: positional: normal patches kept per position (greedy k-center coreset).
+        coreset_ratio: prototype: fraction of the normal patches kept (greedy k-center coreset).
     """
 
     def __init__(
@@ -67,8 +73,10 @@ class KDADModel(nn.Module):
         sigma: float = 4.0,
         memory_weight: float = 0.7,
         memory_layers: Sequence[str] | None = None,
+        memory_kind: MemoryKind = "positional",
         memory_window: int = 1,
         memory_size: int = 128,
+        coreset_ratio: float = 0.1,
     ) -> None:
         super().__init__()
         if not 0 <= memory_weight <= 1:
@@ -97,8 +105,13 @@ class KDADModel(nn.Module):
         self.max_stride = max(self.teacher.strides)
         self.memory_weight = memory_weight
         self.memory_layers = list(memory_layers)
-        self.memory = PositionalMemory(memory_window)
-        self.memory_size = memory_size
+        if memory_kind not in ("positional", "prototype"):
+            raise ValueError(f"unknown memory_kind {memory_kind!r}; use 'positional' or 'prototype'")
+        self.memory = (
+            PositionalMemory(memory_window, memory_size)
+            if memory_kind == "positional"
+            else PatchPrototypeMemory(coreset_ratio)
+        )
         self.map_statistics = MapStatistics()
 
     def train(self, mode: bool = True) -> KDADModel:
@@ -140,19 +153,17 @@ class KDADModel(nn.Module):
             anomaly_map = self.anomaly_map_generator.blur(fused)
         return InferenceBatch(pred_score=torch.amax(anomaly_map, dim=(-2, -1)), anomaly_map=anomaly_map)
 
-    def memory_map(
-        self, features: torch.Tensor, image_size: tuple[int, int] | torch.Size, exclude: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def memory_map(self, features: torch.Tensor, image_size: tuple[int, int] | torch.Size) -> torch.Tensor:
         """Memory distance map at ``image_size`` (not smoothed) for memory features ``(B, C, h, w)``."""
-        return F.interpolate(self.memory(features, exclude), size=image_size, mode="bilinear")
+        return F.interpolate(self.memory(features), size=image_size, mode="bilinear")
 
     @torch.no_grad()
-    def build_memory(self, batches: Iterable[torch.Tensor], teacher_bank: bool = True, batch_size: int = 16) -> None:
+    def build_memory(self, batches: Iterable[torch.Tensor], teacher_bank: bool = True) -> None:
         """Store the normal images' teacher patches and the statistics that put both maps on one scale.
 
-        ``batches`` yields pre-processed normal images. The memory map's statistics are leave-one-image-out
-        (each training image against all the others), so they describe unseen normal images; the memory is then
-        reduced to ``memory_size`` patches per position. ``teacher_bank=False`` keeps the stored patches (the
+        ``batches`` yields pre-processed normal images. The memory map's statistics are held out (each training
+        image against the others; see the memory's ``held_out_distances``), so they describe unseen normal images;
+        the memory is then reduced to its coreset. ``teacher_bank=False`` keeps the stored patches (the
         teacher is frozen) and refreshes only the distillation map's statistics for the current student.
         """
         was_training = self.training
@@ -171,16 +182,9 @@ class KDADModel(nn.Module):
                 raise RuntimeError("the normal memory is empty: build it with teacher_bank=True first")
             self.map_statistics.fit(torch.cat(distillation_maps))
             return
-        if sum(len(features) for features in stored) < 2:
-            raise ValueError("the normal memory needs at least 2 normal images (its statistics leave one out)")
         bank = torch.cat(stored)
         self.memory.fit(bank)
-        image_size = distillation_maps[0].shape[-2:]
-        memory_maps = [
-            self.memory_map(
-                bank[start : start + batch_size], image_size, torch.arange(start, min(start + batch_size, len(bank)))
-            )
-            for start in range(0, len(bank), batch_size)
-        ]
-        self.map_statistics.fit(torch.cat(distillation_maps), torch.cat(memory_maps))
-        self.memory.reduce(self.memory_size)
+        held_out = self.memory.held_out_distances(bank)
+        memory_maps = F.interpolate(held_out, size=distillation_maps[0].shape[-2:], mode="bilinear")
+        self.map_statistics.fit(torch.cat(distillation_maps), memory_maps)
+        self.memory.reduce()
