@@ -57,7 +57,7 @@ def _train(args: argparse.Namespace) -> None:
     labels = torch.tensor([data.classes.index(label) for label in data.labels])
     recognizer = FewShotRecognizer(data.classes, args.backbone)
     loader = DataLoader(TensorDataset(images, labels), batch_size=args.batch_size, shuffle=True)
-    trainer = Trainer(max_epochs=args.epochs, accelerator="cpu", logger=False, enable_checkpointing=False)
+    trainer = Trainer(max_epochs=args.epochs, logger=False, enable_checkpointing=False)
     trainer.fit(recognizer, loader)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     trainer.save_checkpoint(args.out)

@@ -77,9 +77,14 @@ def _textures(n: int, kind: int, size: int = 32) -> torch.Tensor:
 
 
 @pytest.mark.slow
-def test_training_lowers_the_loss_and_enrolment_changes_predictions_without_changing_weights() -> None:
+@pytest.mark.parametrize(("match_on", "dim"), [("backbone", 1280), ("projection", 16)])
+def test_training_lowers_the_loss_and_enrolment_changes_predictions_without_changing_weights(
+    match_on: str, dim: int
+) -> None:
     torch.manual_seed(0)
-    recognizer = FewShotRecognizer(["stripes", "checks"], pretrained=False, embedding_size=16, hidden_size=32)
+    recognizer = FewShotRecognizer(
+        ["stripes", "checks"], pretrained=False, embedding_size=16, hidden_size=32, match_on=match_on
+    )
     images = torch.cat([_textures(8, 0), _textures(8, 1)])
     labels = torch.tensor([0] * 8 + [1] * 8)
     optimizer = recognizer.configure_optimizers()
@@ -94,6 +99,7 @@ def test_training_lowers_the_loss_and_enrolment_changes_predictions_without_chan
     assert sum(losses[-3:]) < sum(losses[:3])
     weights = {name: value.clone() for name, value in recognizer.state_dict().items()}
     memory = recognizer.enroll(images[::4], ["stripes"] * 2 + ["checks"] * 2)
+    assert memory.dim == recognizer.embedding_dim == dim
     blobs = _textures(4, 2)
     assert "blobs" not in recognizer.predict_types(blobs, memory).labels
     recognizer.enroll(blobs[:2], ["blobs", "blobs"], memory)
@@ -101,6 +107,8 @@ def test_training_lowers_the_loss_and_enrolment_changes_predictions_without_chan
     assert all(torch.equal(value, weights[name]) for name, value in recognizer.state_dict().items())
     with pytest.raises(ValueError, match="2 images but 1 labels"):
         recognizer.enroll(images[:2], ["stripes"])
+    with pytest.raises(ValueError, match="match_on must be"):
+        FewShotRecognizer(["stripes"], pretrained=False, match_on="pixels")
 
 
 def test_labelled_images_from_class_folders_or_names_and_bad_files_named(tmp_path: Path) -> None:
@@ -140,7 +148,7 @@ def test_fewshot_command_trains_enrolls_and_classifies(tmp_path: Path, capsys: p
         for index, image in enumerate(_textures(6, kind)):
             write_png((image * 255).to(torch.uint8), str(tmp_path / f"{name}_{index}.png"))
     checkpoint, memory = tmp_path / "recognizer.ckpt", tmp_path / "defects.kdm"
-    common = ["--size", "32"]
+    common = ["--size", "64"]
     main(["fewshot", "train", "--data", str(tmp_path), "--classes", "stripes", "checks", "--out", str(checkpoint),
           "--epochs", "1", "--batch-size", "8", *common])  # fmt: skip
     main(["fewshot", "enroll", "--model", str(checkpoint), "--data", str(tmp_path), "--memory", str(memory), *common])

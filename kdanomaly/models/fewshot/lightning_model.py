@@ -10,7 +10,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
@@ -24,6 +24,7 @@ from .loss import RecognizerLoss
 from .torch_model import RecognizerNet
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
+MatchOn = Literal["backbone", "projection"]
 
 
 class FewShotRecognizer(LightningModule):
@@ -38,6 +39,8 @@ class FewShotRecognizer(LightningModule):
         embedding_size, hidden_size: projection sizes.
         alpha, beta, temperature, margin: loss weights, NT-Xent temperature and ArcFace margin.
         learning_rate: Adam's.
+        match_on: what references and queries are matched on: the pooled ``"backbone"`` features (default; they
+            transfer to unseen defect types far better, see the README's NEU table) or the trained ``"projection"``.
     """
 
     def __init__(
@@ -52,8 +55,11 @@ class FewShotRecognizer(LightningModule):
         margin: float = 0.5,
         learning_rate: float = 5e-4,
         pretrained: bool = True,
+        match_on: MatchOn = "backbone",
     ) -> None:
         super().__init__()
+        if match_on not in ("backbone", "projection"):
+            raise ValueError(f"match_on must be 'backbone' or 'projection', got {match_on!r}")
         self.save_hyperparameters()
         self.class_names = list(class_names)
         self.model = RecognizerNet(backbone, embedding_size, hidden_size, pretrained=pretrained)
@@ -63,9 +69,17 @@ class FewShotRecognizer(LightningModule):
         mean, std = (cfg.mean, cfg.std) if cfg is not None else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
         self.normalize = Normalize(mean=list(mean), std=list(std))
         self.learning_rate = learning_rate
+        self.match_on: MatchOn = match_on
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Embeddings of images in ``[0, 1]``."""
+    @property
+    def embedding_dim(self) -> int:
+        """Dimension of the matched embeddings (the prototype memory's)."""
+        if self.match_on == "backbone":
+            return int(self.model.backbone.num_features)
+        return int(self.hparams["embedding_size"])
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit pooled features and projected embeddings of images in ``[0, 1]``."""
         return self.model(self.normalize(images))
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], *args: Any) -> torch.Tensor:
@@ -73,7 +87,7 @@ class FewShotRecognizer(LightningModule):
         del args
         images, labels = batch
         stacked = torch.cat([images, self.views(images), self.views(images)])
-        original, view1, view2 = self(stacked).chunk(3)
+        original, view1, view2 = self(stacked)[1].chunk(3)
         losses = self.loss(original, view1, view2, labels)
         self.log_dict({f"train_{k}": v.detach() for k, v in losses.items()}, prog_bar=True, batch_size=len(images))
         return losses["loss"]
@@ -84,11 +98,12 @@ class FewShotRecognizer(LightningModule):
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-        """Embeddings ``(N, embedding_size)`` in eval mode, in batches."""
+        """Matched embeddings ``(N, embedding_dim)`` (see ``match_on``) in eval mode, in batches."""
         was_training = self.training
         self.eval()
+        which = 0 if self.match_on == "backbone" else 1
         embeddings = torch.cat(
-            [self(images[i : i + batch_size].to(self.device)) for i in range(0, len(images), batch_size)]
+            [self(images[i : i + batch_size].to(self.device))[which] for i in range(0, len(images), batch_size)]
         )
         self.train(was_training)
         return embeddings.cpu()
@@ -99,7 +114,7 @@ class FewShotRecognizer(LightningModule):
         """Add the embeddings of labelled reference images to ``memory`` (a new flat one if None)."""
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        memory = memory if memory is not None else PrototypeMemory(self.hparams["embedding_size"])
+        memory = memory if memory is not None else PrototypeMemory(self.embedding_dim)
         memory.add(self.embed(images), list(labels))
         return memory
 

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 
 class RecognizerNet(nn.Module):
-    """Image ``(B, 3, H, W)`` to an L2-normalised embedding ``(B, embedding_size)``.
+    """Image ``(B, 3, H, W)`` to L2-normalised pooled features and projected embeddings ``(B, embedding_size)``.
 
     Args:
         backbone: timm model (pooled features); ``pretrained`` loads its ImageNet weights.
@@ -28,8 +28,9 @@ class RecognizerNet(nn.Module):
             nn.Linear(hidden_size, embedding_size),
         )
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Unit-length embeddings."""
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit-length pooled backbone features ``(B, num_features)`` and projected embeddings."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
-        return F.normalize(self.projection(self.backbone(images)), dim=1)
+        pooled = self.backbone(images)
+        return F.normalize(pooled, dim=1), F.normalize(self.projection(pooled), dim=1)
