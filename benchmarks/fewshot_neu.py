@@ -144,7 +144,7 @@ def small_data(data: LabelledImages, images: torch.Tensor, args: argparse.Namesp
     classes = data.classes
     rng = np.random.default_rng(args.seed)
     results: dict[str, object] = {}
-    for per_class in (10, 20, 50):
+    for per_class in args.per_class:
         train_rows = np.concatenate(
             [rng.choice(np.flatnonzero(np.asarray(data.labels) == name), per_class, replace=False) for name in classes]
         )
@@ -168,6 +168,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128, help="image side after resizing")
     parser.add_argument("--epochs", type=int, default=3, help="epochs on the 900 base-class images")
     parser.add_argument("--epochs-small", type=int, default=10, help="epochs in the small-data protocol")
+    parser.add_argument("--per-class", nargs="+", type=int, default=[10, 20, 50], help="small-data training sizes")
     parser.add_argument("--draws", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--protocols", nargs="+", default=["novel", "small"], choices=["novel", "small"])

@@ -1,0 +1,114 @@
+"""KDAnomaly k-shot (``memory_kind="prototype"``) against Anomalib's Patchcore given the same k normal images.
+
+    python -m benchmarks.kshot_normal --out benchmarks/results/kshot_normal.json \
+        --datasets mvtec:../shared/datasets/mvtec_ad:bottle magnetic_tile:../shared/datasets/magnetic_tile
+
+For each dataset and k (default 1, 2, 4), ``k`` training images are drawn at random (seeded; the same images for
+both models) and the whole test set is scored. Backbone, pre-processing, evaluator and Patchcore's layers are the
+leaderboard's (:mod:`benchmarks.contenders`); Patchcore keeps its published 10 % coreset, KDAnomaly trains its
+student for ``--steps`` steps on the k images and keeps 10 % of their patches in its PrototypeMemory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from anomalib.data import AnomalibDataModule
+from anomalib.engine import Engine
+from anomalib.models import Patchcore
+from anomalib.models.components import AnomalibModule
+from lightning.pytorch import seed_everything
+from lightning.pytorch.trainer.states import TrainerFn
+
+from benchmarks.contenders import BACKBONE, DISTILLED_LAYERS, MEMORY_LAYERS, DatasetSpec, common_components
+from benchmarks.evaluation import ValidationOutputs, evaluate
+from kdanomaly import KDAnomaly
+
+
+def keep_training_images(datamodule: AnomalibDataModule, count: int, seed: int) -> list[str]:
+    """Set the datamodule up and keep ``count`` random training images; their file names."""
+    datamodule.setup(TrainerFn.FITTING)
+    samples = datamodule.train_data.samples
+    if count > len(samples):
+        raise ValueError(f"k = {count} but the training set has {len(samples)} images")
+    chosen = np.sort(np.random.default_rng(seed).choice(len(samples), count, replace=False))
+    datamodule.train_data.samples = samples.iloc[chosen].reset_index(drop=True)
+    return [Path(path).name for path in datamodule.train_data.samples.image_path]
+
+
+CONTENDERS: dict[str, Callable[[], AnomalibModule]] = {
+    "KDAnomaly (k-shot)": lambda: KDAnomaly(BACKBONE, DISTILLED_LAYERS, memory_kind="prototype", **common_components()),
+    "Patchcore": lambda: Patchcore(
+        backbone=BACKBONE, layers=MEMORY_LAYERS, coreset_sampling_ratio=0.1, **common_components()
+    ),
+}
+
+
+def run(dataset: DatasetSpec, shots: int, name: str, steps: int, seed: int, work_dir: Path) -> dict[str, object]:
+    """Train ``name`` on ``shots`` images of ``dataset`` and score the test set."""
+    seed_everything(seed, workers=True)
+    datamodule = dataset.datamodule(seed)
+    images = keep_training_images(datamodule, shots, seed)
+    model = CONTENDERS[name]()
+    trainer_arguments = {"max_steps": steps, "max_epochs": -1} if isinstance(model, KDAnomaly) else {"max_epochs": 1}
+    outputs = ValidationOutputs()
+    engine = Engine(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=work_dir,
+        callbacks=[outputs],
+        check_val_every_n_epoch=1_000_000,
+        num_sanity_val_steps=0,
+        **trainer_arguments,
+    )
+    started = time.perf_counter()
+    engine.fit(model, datamodule=datamodule)
+    metrics = evaluate(engine, model, datamodule, outputs)
+    train_seconds = (outputs.first_batch_started or time.perf_counter()) - started
+    return {
+        "dataset": dataset.name,
+        "k": shots,
+        "model": name,
+        "image_AUROC": round(metrics["image_AUROC"], 4),
+        "pixel_AUROC": round(metrics["pixel_AUROC"], 4),
+        "train_seconds": round(train_seconds, 1),
+        "training_images": images,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", type=DatasetSpec.parse, required=True)
+    parser.add_argument("--shots", nargs="+", type=int, default=[1, 2, 4])
+    parser.add_argument("--steps", type=int, default=100, help="KDAnomaly's student training steps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    report: dict[str, object] = {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "settings": {key: str(value) for key, value in vars(args).items()}
+        | {"datasets": [d.spec for d in args.datasets]},
+        "rows": [],
+    }
+    with tempfile.TemporaryDirectory() as work_dir:
+        for dataset in args.datasets:
+            for shots in args.shots:
+                for name in CONTENDERS:
+                    row = run(dataset, shots, name, args.steps, args.seed, Path(work_dir))
+                    report["rows"].append(row)  # type: ignore[union-attr]
+                    args.out.write_text(json.dumps(report, indent=2))  # after every row: a partial run is kept
+                    print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
