@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from benchmarks.report import run_header
 from kdanomaly.data.labelled_images import LabelledImages, list_labelled_images, load_images
 from kdanomaly.memory import PrototypeMemory
 from kdanomaly.models.fewshot import FewShotRecognizer
@@ -176,8 +176,7 @@ def main() -> None:
     data = list_labelled_images(args.data)
     images = load_images(data.paths, args.size)
     report: dict[str, object] = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "settings": {k: str(v) for k, v in vars(args).items()},
+        **run_header(args),
     }
     for protocol, run in (("novel", novel_classes), ("small", small_data)):
         if protocol in args.protocols:

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 from anomalib.data import AnomalibDataModule
 from anomalib.engine import Engine
 from anomalib.models import Patchcore
@@ -30,6 +28,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from benchmarks.contenders import BACKBONE, DISTILLED_LAYERS, MEMORY_LAYERS, DatasetSpec, common_components
 from benchmarks.evaluation import ValidationOutputs, evaluate
+from benchmarks.report import run_header
 from kdanomaly import KDAnomaly
 
 
@@ -94,18 +93,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    report: dict[str, object] = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "settings": {key: str(value) for key, value in vars(args).items()}
-        | {"datasets": [d.spec for d in args.datasets]},
-        "rows": [],
-    }
+    rows: list[dict[str, object]] = []
+    report = run_header(args, datasets=[dataset.spec for dataset in args.datasets]) | {"rows": rows}
     with tempfile.TemporaryDirectory() as work_dir:
         for dataset in args.datasets:
             for shots in args.shots:
                 for name in CONTENDERS:
                     row = run(dataset, shots, name, args.steps, args.seed, Path(work_dir))
-                    report["rows"].append(row)  # type: ignore[union-attr]
+                    rows.append(row)
                     args.out.write_text(json.dumps(report, indent=2))  # after every row: a partial run is kept
                     print(json.dumps(row))
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from torch.nn import functional as F
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2.functional import resize
 
+from benchmarks.report import machine
 from kdanomaly.memory import PrototypeMemory, k_center_greedy
 from kdanomaly.models.components import TimmFeatures
 
@@ -118,7 +118,7 @@ def main() -> None:
     args = parser.parse_args()
     features = patch_features(args.mvtec / "bottle" / "train" / "good", args.patches)
     report = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": machine(),
         "coreset": coreset_comparison(features, args.ratio),
         "search": search_comparison(args.vectors, 128, 1000),
     }
