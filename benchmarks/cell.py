@@ -13,7 +13,6 @@ import json
 import platform
 import resource
 import shutil
-import time
 from pathlib import Path
 
 import torch
@@ -23,7 +22,7 @@ from anomalib.models.components import AnomalibModule
 from lightning.pytorch import seed_everything
 
 from benchmarks.contenders import BACKBONE, DISTILLATION_ONLY, IMAGE_SIZE, MODELS, PROFILES, DatasetSpec, Profile
-from benchmarks.evaluation import ValidationOutputs, evaluate
+from benchmarks.evaluation import evaluate, fit_and_evaluate
 from benchmarks.timing import inference_ms_per_image, timing_images
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "benchmarks" / "runs" / "checkpoints"
@@ -39,31 +38,17 @@ def run_cell(
     seed_everything(seed, workers=True)
     model = MODELS[model_name](profile)
     datamodule = dataset.datamodule(seed)
-    outputs = ValidationOutputs()
-    engine = Engine(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        default_root_dir=work_dir,
-        callbacks=[outputs],
-        **profile.trainer_arguments(model_name),
-    )
-    started = time.perf_counter()
-    engine.fit(model, datamodule=datamodule)
-    metrics = evaluate(engine, model, datamodule, outputs)
-    # Training time: fit, plus the memory building that runs before the first validation batch.
-    train_seconds = (outputs.first_batch_started or time.perf_counter()) - started
+    run = fit_and_evaluate(model, datamodule, work_dir, **profile.trainer_arguments(model_name))
     common = {"dataset": dataset.name, "profile": profile.name, "seed": seed, "backbone": BACKBONE}
     common |= {
-        "train_seconds": round(train_seconds, 1),
+        "train_seconds": round(run.train_seconds, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
     }
-    _keep_checkpoint(engine, CHECKPOINTS / profile.name / f"{model_name}_{dataset.name}.ckpt")
-    rows = [{"model": model_name, **common, **_measure(model, datamodule, metrics)}]
+    _keep_checkpoint(run.engine, CHECKPOINTS / profile.name / f"{model_name}_{dataset.name}.ckpt")
+    rows = [{"model": model_name, **common, **_measure(model, datamodule, run.metrics)}]
     if model_name in DISTILLATION_ONLY:
         model.model.memory_weight = 0.0
-        metrics = evaluate(engine, model, datamodule, outputs)  # thresholds of the distillation map
+        metrics = evaluate(run.engine, model, datamodule, run.outputs)  # thresholds of the distillation map
         rows.append({"model": DISTILLATION_ONLY[model_name], **common, **_measure(model, datamodule, metrics)})
     return rows
 

@@ -52,6 +52,10 @@ def common_components() -> dict[str, object]:
     }
 
 
+# Trainer arguments of every benchmark fit: validation (thresholds, metrics) runs once, after training.
+NO_VALIDATION_DURING_FIT = {"check_val_every_n_epoch": 1_000_000, "num_sanity_val_steps": 0}
+
+
 @dataclass(frozen=True)
 class Profile:
     """Compute budget of a run.
@@ -70,12 +74,11 @@ class Profile:
 
     def trainer_arguments(self, model: str) -> dict[str, int]:
         """Lightning Trainer arguments for ``model``; validation runs once, after training."""
-        no_validation_during_fit = {"check_val_every_n_epoch": 1_000_000, "num_sanity_val_steps": 0}
         if model not in TRAINABLE:
-            return {"max_epochs": 1, **no_validation_during_fit}
+            return {"max_epochs": 1, **NO_VALIDATION_DURING_FIT}
         if self.trainable_steps is not None:
-            return {"max_steps": self.trainable_steps, "max_epochs": -1, **no_validation_during_fit}
-        return {"max_epochs": self.trainable_epochs, **no_validation_during_fit}
+            return {"max_steps": self.trainable_steps, "max_epochs": -1, **NO_VALIDATION_DURING_FIT}
+        return {"max_epochs": self.trainable_epochs, **NO_VALIDATION_DURING_FIT}
 
 
 PROFILES = {

@@ -11,7 +11,8 @@ validation images differ from its test images (``Folder``'s default split) is te
 from __future__ import annotations
 
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 from anomalib.data import AnomalibDataModule, Batch
 from anomalib.engine import Engine
@@ -69,3 +70,33 @@ def evaluate(
     if same_images(datamodule):
         return test_metrics(model, outputs.batches)
     return engine.test(model, datamodule=datamodule, verbose=False)[0]
+
+
+class FittedRun(NamedTuple):
+    """A fitted benchmark model: its engine, validation outputs, test metrics and training seconds."""
+
+    engine: Engine
+    outputs: ValidationOutputs
+    metrics: dict[str, float]
+    train_seconds: float
+
+
+def fit_and_evaluate(
+    model: AnomalibModule, datamodule: AnomalibDataModule, work_dir: Path, **trainer_arguments: Any
+) -> FittedRun:
+    """Fit on CPU (no logger, no progress bar) and :func:`evaluate`; training time runs until the first
+    validation batch (memory-bank fitting before it counts as training, the evaluation pass does not)."""
+    outputs = ValidationOutputs()
+    engine = Engine(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=work_dir,
+        callbacks=[outputs],
+        **trainer_arguments,
+    )
+    started = time.perf_counter()
+    engine.fit(model, datamodule=datamodule)
+    metrics = evaluate(engine, model, datamodule, outputs)
+    return FittedRun(engine, outputs, metrics, (outputs.first_batch_started or time.perf_counter()) - started)

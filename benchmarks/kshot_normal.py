@@ -15,20 +15,25 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from anomalib.data import AnomalibDataModule
-from anomalib.engine import Engine
 from anomalib.models import Patchcore
 from anomalib.models.components import AnomalibModule
 from lightning.pytorch import seed_everything
 from lightning.pytorch.trainer.states import TrainerFn
 
-from benchmarks.contenders import BACKBONE, DISTILLED_LAYERS, MEMORY_LAYERS, DatasetSpec, common_components
-from benchmarks.evaluation import ValidationOutputs, evaluate
+from benchmarks.contenders import (
+    BACKBONE,
+    DISTILLED_LAYERS,
+    MEMORY_LAYERS,
+    NO_VALIDATION_DURING_FIT,
+    DatasetSpec,
+    common_components,
+)
+from benchmarks.evaluation import evaluate, fit_and_evaluate
 from benchmarks.report import run_header
 from kdanomaly import KDAnomaly
 
@@ -58,29 +63,19 @@ def run(dataset: DatasetSpec, shots: int, name: str, steps: int, seed: int, work
     datamodule = dataset.datamodule(seed)
     images = keep_training_images(datamodule, shots, seed)
     model = CONTENDERS[name]()
-    trainer_arguments = {"max_steps": steps, "max_epochs": -1} if isinstance(model, KDAnomaly) else {"max_epochs": 1}
-    outputs = ValidationOutputs()
-    engine = Engine(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        default_root_dir=work_dir,
-        callbacks=[outputs],
-        check_val_every_n_epoch=1_000_000,
-        num_sanity_val_steps=0,
-        **trainer_arguments,
-    )
-    started = time.perf_counter()
-    engine.fit(model, datamodule=datamodule)
-    metrics = evaluate(engine, model, datamodule, outputs)
-    train_seconds = (outputs.first_batch_started or time.perf_counter()) - started
-    common = {"dataset": dataset.name, "k": shots, "train_seconds": round(train_seconds, 1), "training_images": images}
-    rows = [{"model": name, **_aurocs(metrics), **common}]
+    budget = {"max_steps": steps, "max_epochs": -1} if isinstance(model, KDAnomaly) else {"max_epochs": 1}
+    run = fit_and_evaluate(model, datamodule, work_dir, **budget, **NO_VALIDATION_DURING_FIT)
+    common = {
+        "dataset": dataset.name,
+        "k": shots,
+        "train_seconds": round(run.train_seconds, 1),
+        "training_images": images,
+    }
+    rows = [{"model": name, **_aurocs(run.metrics), **common}]
     if isinstance(model, KDAnomaly):  # the same trained model scored on its memory map alone
         model.model.memory_weight = 1.0
         rows.append(
-            {"model": f"{name}, memory only", **_aurocs(evaluate(engine, model, datamodule, outputs)), **common}
+            {"model": f"{name}, memory only", **_aurocs(evaluate(run.engine, model, datamodule, run.outputs)), **common}
         )
     return rows
 
