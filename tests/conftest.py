@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
+
+if TYPE_CHECKING:
+    from anomalib.data import MVTecAD
+    from anomalib.engine import Engine
 
 IMAGE_SIZE = 128
 CATEGORY = "weave"
@@ -24,6 +29,32 @@ class TrainedRun:
     n_train: int
 
 
+def synthetic_datamodule(root: Path) -> MVTecAD:
+    """An MVTecAD datamodule over the synthetic set under ``root`` (batch 8 / 32, no workers)."""
+    from anomalib.data import MVTecAD
+
+    return MVTecAD(root=root, category=CATEGORY, train_batch_size=8, eval_batch_size=32, num_workers=0)
+
+
+def train_and_test(
+    model: torch.nn.Module, datamodule: MVTecAD, run_dir: Path, **budget: int
+) -> tuple[Engine, dict[str, float]]:
+    """Fit ``model`` on CPU without validation, then test it: the engine and the test metrics."""
+    from anomalib.engine import Engine
+
+    engine = Engine(
+        accelerator="cpu",
+        devices=1,
+        default_root_dir=run_dir,
+        logger=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+        **budget,
+    )
+    engine.fit(model, datamodule=datamodule)
+    return engine, engine.test(model, datamodule=datamodule, verbose=False)[0]
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from kdanomaly.data.synthetic import generate_synthetic_dataset
@@ -35,27 +66,15 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
-    from anomalib.data import MVTecAD
-    from anomalib.engine import Engine
     from lightning.pytorch import seed_everything
 
     from kdanomaly import KDAnomaly
 
     seed_everything(0)
-    datamodule = MVTecAD(root=synthetic_root, category=CATEGORY, train_batch_size=8, eval_batch_size=32, num_workers=0)
+    datamodule = synthetic_datamodule(synthetic_root)
     model = KDAnomaly(pre_processor=KDAnomaly.configure_pre_processor((IMAGE_SIZE, IMAGE_SIZE)), visualizer=False)
     teacher_before = {k: v.clone() for k, v in model.model.teacher.state_dict().items()}
-    engine = Engine(
-        max_epochs=8,
-        accelerator="cpu",
-        devices=1,
-        default_root_dir=tmp_path_factory.mktemp("run"),
-        logger=False,
-        enable_progress_bar=False,
-        limit_val_batches=0,
-    )
-    engine.fit(model, datamodule=datamodule)
-    metrics = engine.test(model, datamodule=datamodule, verbose=False)[0]
+    engine, metrics = train_and_test(model, datamodule, tmp_path_factory.mktemp("run"), max_epochs=8)
     images = torch.stack([datamodule.test_data[i].image for i in range(0, len(datamodule.test_data), 6)])
     checkpoint = Path(engine.trainer.checkpoint_callback.best_model_path)
     return TrainedRun(model.eval(), metrics, checkpoint, teacher_before, images, len(datamodule.train_data))

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import CATEGORY, synthetic_datamodule, train_and_test
 
 from kdanomaly.models.kdad import KDADModel
 from kdanomaly.models.kdad.prototype_patches import PatchPrototypeMemory
@@ -79,8 +80,6 @@ def test_one_normal_image_positional_memory_points_to_the_kshot_mode() -> None:
 def test_kshot_kdanomaly_detects_synthetic_defects_from_a_single_normal_image(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    from anomalib.data import MVTecAD
-    from anomalib.engine import Engine
     from lightning.pytorch import seed_everything
 
     from kdanomaly import KDAnomaly
@@ -88,23 +87,13 @@ def test_kshot_kdanomaly_detects_synthetic_defects_from_a_single_normal_image(
 
     root = tmp_path_factory.mktemp("kshot")
     size, shots = 128, 1
-    generate_synthetic_dataset(root, "weave", image_size=size, n_train=shots, n_test_good=10, n_test_per_defect=5)
+    generate_synthetic_dataset(root, CATEGORY, image_size=size, n_train=shots, n_test_good=10, n_test_per_defect=5)
     seed_everything(0)
-    datamodule = MVTecAD(root=root, category="weave", train_batch_size=8, eval_batch_size=32, num_workers=0)
+    datamodule = synthetic_datamodule(root)
     model = KDAnomaly(
         memory_kind="prototype", pre_processor=KDAnomaly.configure_pre_processor((size, size)), visualizer=False
     )
-    engine = Engine(
-        max_steps=20,
-        accelerator="cpu",
-        devices=1,
-        default_root_dir=tmp_path_factory.mktemp("run"),
-        logger=False,
-        enable_progress_bar=False,
-        limit_val_batches=0,
-    )
-    engine.fit(model, datamodule=datamodule)
-    metrics = engine.test(model, datamodule=datamodule, verbose=False)[0]
+    engine, metrics = train_and_test(model, datamodule, tmp_path_factory.mktemp("run"), max_steps=20)
     assert metrics["image_AUROC"] >= 0.85 and metrics["pixel_AUROC"] >= 0.85
     assert len(model.model.memory.patches) == round(0.1 * shots * (size // 8) ** 2)
 
