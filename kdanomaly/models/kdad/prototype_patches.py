@@ -76,7 +76,8 @@ class PatchPrototypeMemory(nn.Module):
         if self._memory is None:
             self._memory = PrototypeMemory(channels)
             self._memory.add(self.patches, [NORMAL] * len(self.patches))
-        nearest = self._memory.search(_patch_rows(features).reshape(-1, channels), k=1).similarities[:, 0]
+        rows = features.detach().float().flatten(2).transpose(1, 2).reshape(-1, channels)  # search normalises them
+        nearest = self._memory.search(rows, k=1).similarities[:, 0]
         distances = 1 - torch.from_numpy(nearest).to(features.device)
         return distances.reshape(batch, 1, height, width)
 
