@@ -21,7 +21,10 @@ class RecognizerNet(nn.Module):
         self, backbone: str, embedding_size: int = 128, hidden_size: int = 512, pretrained: bool = True
     ) -> None:
         super().__init__()
-        self.backbone = timm.create_model(backbone, pretrained=pretrained, num_classes=0)
+        # Channels-last: a training step of tf_efficientnet_lite0 on CPU takes about half the time (measured).
+        self.backbone = timm.create_model(backbone, pretrained=pretrained, num_classes=0).to(
+            memory_format=torch.channels_last
+        )
         self.projection = nn.Sequential(
             nn.Linear(self.backbone.num_features, hidden_size),
             nn.ReLU(inplace=True),
@@ -32,5 +35,5 @@ class RecognizerNet(nn.Module):
         """Unit-length pooled backbone features ``(B, num_features)`` and projected embeddings."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
-        pooled = self.backbone(images)
+        pooled = self.backbone(images.contiguous(memory_format=torch.channels_last))
         return F.normalize(pooled, dim=1), F.normalize(self.projection(pooled), dim=1)
