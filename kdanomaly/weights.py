@@ -220,3 +220,8 @@ def create_pretrained(backbone: str, **kwargs: object) -> torch.nn.Module:
     if local is not None:
         kwargs["pretrained_cfg_overlay"] = {"file": str(local)}
     return timm.create_model(backbone, pretrained=True, **kwargs)
+
+
+def create_backbone(backbone: str, pretrained: bool, **kwargs: object) -> torch.nn.Module:
+    """A timm model with ImageNet weights through :func:`create_pretrained`, or randomly initialised."""
+    return create_pretrained(backbone, **kwargs) if pretrained else timm.create_model(backbone, **kwargs)

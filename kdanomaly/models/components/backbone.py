@@ -10,7 +10,7 @@ import timm
 import torch
 from torch import nn
 
-from kdanomaly.weights import create_pretrained
+from kdanomaly.weights import create_backbone
 
 
 def validate_backbone(backbone: str) -> None:
@@ -70,7 +70,7 @@ class TimmFeatures(nn.Module):
             "out_indices": [index for index, _ in resolved],
             "exportable": True,
         }
-        self.model = create_pretrained(backbone, **kwargs) if pretrained else timm.create_model(backbone, **kwargs)
+        self.model = create_backbone(backbone, pretrained, **kwargs)
         self.channels: list[int] = self.model.feature_info.channels()
         self.strides: list[int] = self.model.feature_info.reduction()
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import timm
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from kdanomaly.weights import create_backbone
 
 
 class RecognizerNet(nn.Module):
@@ -22,9 +23,7 @@ class RecognizerNet(nn.Module):
     ) -> None:
         super().__init__()
         # Channels-last: a training step of tf_efficientnet_lite0 on CPU takes about half the time (measured).
-        self.backbone = timm.create_model(backbone, pretrained=pretrained, num_classes=0).to(
-            memory_format=torch.channels_last
-        )
+        self.backbone = create_backbone(backbone, pretrained, num_classes=0).to(memory_format=torch.channels_last)
         self.projection = nn.Sequential(
             nn.Linear(self.backbone.num_features, hidden_size),
             nn.ReLU(inplace=True),
