@@ -126,9 +126,9 @@ def _boxed_scenes(count: int, size: int = 96, seed: int = 0) -> Scenes:
 def trained_detector() -> tuple[FewShotDetector, float, float]:
     """A detector trained on one fixed batch of synthetic scenes; its loss on that batch before and after."""
     torch.manual_seed(0)
-    detector = FewShotDetector(["bar", "square"], image_size=96, pretrained=False, learning_rate=1e-3)
+    detector = FewShotDetector(["bar", "square"], image_size=96, pretrained=False)
     images, targets = _boxed_scenes(4)
-    optimizer = detector.configure_optimizers()
+    optimizer = torch.optim.AdamW([p for p in detector.parameters() if p.requires_grad], lr=1e-3)
     detector.train()
 
     def loss() -> torch.Tensor:

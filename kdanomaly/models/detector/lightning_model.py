@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,7 +36,7 @@ class FewShotDetector(LightningModule):
         class_names: trained defect types.
         backbone, image_size, pyramid, pyramid_channels, deformable_blocks, contrastive_weight, cosine_classifier,
             representation_size, pretrained: see :class:`DefectDetectorNet`.
-        learning_rate, weight_decay: AdamW's.
+        learning_rate, weight_decay: AdamW's (peak learning rate of the warm-up + cosine schedule).
     """
 
     def __init__(
@@ -49,7 +50,7 @@ class FewShotDetector(LightningModule):
         contrastive_weight: float = 0.5,
         cosine_classifier: bool = True,
         representation_size: int = 256,
-        learning_rate: float = 1e-4,
+        learning_rate: float = 2e-4,
         weight_decay: float = 1e-4,
         pretrained: bool = True,
     ) -> None:
@@ -80,9 +81,20 @@ class FewShotDetector(LightningModule):
         self.log("map_50", self.map.compute()["map_50"], prog_bar=True)
         self.map.reset()
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW over the trainable parameters; linear warm-up over the first 5 % of the steps, then cosine decay."""
         trainable = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.AdamW(trainable, lr=self.learning_rate, weight_decay=self.weight_decay)
+        optimizer = torch.optim.AdamW(trainable, lr=self.learning_rate, weight_decay=self.weight_decay)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = max(total // 20, 1)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1 + math.cos(math.pi * min(step - warmup, total - warmup) / max(total - warmup, 1)))
+
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     @torch.no_grad()
     def detect(

@@ -33,7 +33,7 @@ ASPECT_RATIOS = (0.33, 1.0, 3.0)  # scratches are long and thin, in either direc
 ROI_HEAD_SETTINGS = {
     "fg_iou_thresh": 0.5,
     "bg_iou_thresh": 0.5,
-    "batch_size_per_image": 256,
+    "batch_size_per_image": 128,
     "positive_fraction": 0.25,
     "bbox_reg_weights": None,
     "score_thresh": 0.05,
@@ -43,7 +43,7 @@ ROI_HEAD_SETTINGS = {
 
 
 class PyramidBackbone(nn.Module):
-    """timm feature extractor (frozen batch norm, stem and first two stages frozen) + feature pyramid.
+    """timm feature extractor (frozen batch norm; stem and the first three stages, up to stride 8, frozen) + pyramid.
 
     Args:
         name: timm model with an EfficientNet-style ``blocks`` attribute.
@@ -58,7 +58,7 @@ class PyramidBackbone(nn.Module):
         super().__init__()
         body = create_backbone(name, pretrained, features_only=True, out_indices=(2, 3, 4))
         self.body = freeze_batch_norm_2d(body)
-        for module in (self.body.conv_stem, self.body.blocks[0], self.body.blocks[1]):
+        for module in (self.body.conv_stem, *self.body.blocks[:3]):
             module.requires_grad_(False)
         self.deformable_blocks = make_last_blocks_deformable(self.body.blocks, deformable_blocks)
         if pyramid not in ("ghost", "standard"):
@@ -110,7 +110,7 @@ class DefectDetectorNet(FasterRCNN):
             image_std=list(std),
             rpn_anchor_generator=AnchorGenerator(ANCHOR_SIZES, (ASPECT_RATIOS,) * len(ANCHOR_SIZES)),
             rpn_pre_nms_top_n_train=1000,
-            rpn_post_nms_top_n_train=500,
+            rpn_post_nms_top_n_train=300,
             rpn_pre_nms_top_n_test=500,
             rpn_post_nms_top_n_test=300,
             box_roi_pool=box_roi_pool,
