@@ -1,0 +1,167 @@
+"""NEU-DET defect detection: mAP@0.5 per class and mean, ablation, parameters and CPU inference time; novel classes
+enrolled in the prototype memory.
+
+    python -m benchmarks.detect_neu --root ../shared/datasets/neu_det --out benchmarks/results/detect_neu.json
+
+Supervised: every variant is trained for ``--steps`` steps (batch ``--batch-size``) on k images per class of the
+seeded 80 % training split (``--sizes``, ``full`` = all of it) and evaluated on the fixed 20 % test split with
+torchmetrics' COCO-style mAP at IoU 0.5. Novel: the full model trained on the base classes' images, ``--novel-k``
+boxed images of each novel class enrolled, AP of the novel classes on the test images that hold only them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Trainer, seed_everything
+from torch.utils.data import DataLoader
+from torchmetrics.detection import MeanAveragePrecision
+
+from benchmarks.report import run_header
+from kdanomaly.data.detection import BoxedImage, DetectionDataset, collate, only_classes, per_class, read_neu_det, split
+from kdanomaly.memory import PrototypeMemory
+from kdanomaly.models.detector import FewShotDetector
+
+VARIANTS = {
+    "plain": {"pyramid": "standard", "deformable_blocks": 0, "contrastive_weight": 0.0, "cosine_classifier": False},
+    "+deformable": {
+        "pyramid": "standard",
+        "deformable_blocks": 1,
+        "contrastive_weight": 0.0,
+        "cosine_classifier": False,
+    },
+    "+ghost_fpn": {"pyramid": "ghost", "deformable_blocks": 1, "contrastive_weight": 0.0, "cosine_classifier": False},
+    "+contrastive (full)": {
+        "pyramid": "ghost",
+        "deformable_blocks": 1,
+        "contrastive_weight": 0.5,
+        "cosine_classifier": True,
+    },
+}
+BASE = ["inclusion", "patches", "rolled-in_scale"]
+NOVEL = ["crazing", "pitted_surface", "scratches"]
+
+
+def train(detector: FewShotDetector, records: list[BoxedImage], args: argparse.Namespace) -> float:
+    """``args.steps`` optimiser steps on ``records``; the wall time in seconds."""
+    dataset = DetectionDataset(records, detector.class_names, args.image_size)
+    loader = DataLoader(
+        dataset, args.batch_size, shuffle=True, drop_last=len(dataset) > args.batch_size, collate_fn=collate
+    )
+    trainer = Trainer(
+        max_steps=args.steps, max_epochs=-1, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    started = time.perf_counter()
+    trainer.fit(detector, loader)
+    return time.perf_counter() - started
+
+
+def average_precision(
+    detector: FewShotDetector, records: list[BoxedImage], classes: Sequence[str], args: argparse.Namespace,
+    memory: PrototypeMemory | None = None,
+) -> dict[str, float]:  # fmt: skip
+    """mAP@0.5 and AP@0.5 per class of ``classes`` (boxes of other classes are left out of the ground truth)."""
+    metric = MeanAveragePrecision(iou_thresholds=[0.5], class_metrics=True)
+    dataset = DetectionDataset(records, detector.class_names if memory is None else classes, args.image_size)
+    names = list(dataset.classes)
+    for images, targets in DataLoader(dataset, 8, collate_fn=collate):
+        found = detector.detect(list(images), memory, min_score=0.001)
+        metric.update(
+            [
+                {
+                    "boxes": d["boxes"],
+                    "scores": d["scores"],
+                    "labels": torch.tensor([names.index(n) + 1 for n in d["labels"]], dtype=torch.int64),
+                }
+                for d in found
+            ],
+            targets,
+        )
+    result = metric.compute()
+    by_class = dict(zip(result["classes"].tolist(), result["map_per_class"].tolist(), strict=True))
+    return {"mAP@0.5": round(100 * float(result["map_50"]), 2)} | {
+        name: round(100 * by_class.get(names.index(name) + 1, float("nan")), 2) for name in classes
+    }
+
+
+def inference_ms(detector: FewShotDetector, records: list[BoxedImage], args: argparse.Namespace) -> float:
+    """Mean milliseconds per image, one image at a time, after two warm-up images."""
+    images = [DetectionDataset(records[:12], detector.class_names, args.image_size)[i][0] for i in range(12)]
+    for image in images[:2]:
+        detector.detect([image])
+    started = time.perf_counter()
+    for image in images[2:]:
+        detector.detect([image])
+    return round(1000 * (time.perf_counter() - started) / 10, 1)
+
+
+def supervised(
+    records: list[BoxedImage], test: list[BoxedImage], classes: list[str], args: argparse.Namespace, report: dict
+) -> None:
+    for size in args.sizes:
+        chosen = records if size == "full" else per_class(records, int(size), args.seed)
+        for name in args.variants:
+            seed_everything(args.seed)
+            detector = FewShotDetector(classes, image_size=args.image_size, **VARIANTS[name])
+            seconds = train(detector, chosen, args)
+            row = {
+                "images": len(chosen), "steps": args.steps, "train_seconds": round(seconds, 1),
+                "parameters": sum(p.numel() for p in detector.parameters()),
+                "inference_ms_per_image": inference_ms(detector, test, args),
+            } | average_precision(detector, test, classes, args)  # fmt: skip
+            report.setdefault("supervised", {}).setdefault(f"{size}/class" if size != "full" else "full", {})[name] = (
+                row
+            )
+            print(f"{size} {name}: {row}", flush=True)
+            args.out.write_text(json.dumps(report, indent=2))
+
+
+def novel(records: list[BoxedImage], test: list[BoxedImage], args: argparse.Namespace, report: dict) -> None:
+    seed_everything(args.seed)
+    detector = FewShotDetector(BASE, image_size=args.image_size, **VARIANTS["+contrastive (full)"])
+    base_images = only_classes(records, BASE)
+    seconds = train(detector, base_images, args)
+    references = per_class(only_classes(records, NOVEL), args.novel_k, args.seed)
+    memory = None
+    for record in references:
+        image, target = DetectionDataset([record], NOVEL, args.image_size)[0]
+        memory = detector.enroll([image], [target["boxes"]], [list(record.labels)], memory)
+    row = {"base_images": len(base_images), "train_seconds": round(seconds, 1), "references": len(references)}
+    report["novel"] = row | average_precision(detector, only_classes(test, NOVEL), NOVEL, args, memory)
+    print(f"novel: {report['novel']}", flush=True)
+    args.out.write_text(json.dumps(report, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, required=True, help="NEU-DET folder (IMAGES/, ANNOTATIONS/)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--sizes", nargs="+", default=["10", "30", "5", "full"], help="images per class, or full")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--novel-k", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--protocols", nargs="+", default=["supervised", "novel"], choices=["supervised", "novel"])
+    args = parser.parse_args()
+    records, classes = read_neu_det(args.root)
+    train_records, test_records = split(records, 0.2, args.seed)
+    report: dict[str, object] = run_header(args) | {
+        "train_images": len(train_records),
+        "test_images": len(test_records),
+    }
+    if "supervised" in args.protocols:
+        supervised(train_records, test_records, classes, args, report)
+    if "novel" in args.protocols:
+        novel(train_records, test_records, args, report)
+
+
+if __name__ == "__main__":
+    main()
