@@ -58,7 +58,7 @@ class CrossEntropyBaseline(LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], *args: Any) -> torch.Tensor:
         images, labels = batch
         stacked = torch.cat([images, self.views(images), self.views(images)])
-        logits = self.head(self.backbone(self.normalize(stacked)))
+        logits = self.head(self.backbone(self.normalize(stacked).contiguous(memory_format=torch.channels_last)))
         return F.cross_entropy(logits, labels.repeat(3))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -76,14 +76,20 @@ def embeddings_of(model: LightningModule, images: torch.Tensor) -> dict[str, tor
     return variants
 
 
-def train(model: LightningModule, images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int) -> float:
-    """Fit ``model`` for ``epochs`` (batch 32, shuffled); the wall time in seconds."""
+def train(
+    model: LightningModule, images: torch.Tensor, labels: torch.Tensor, seed: int, epochs: int, steps: int | None = None
+) -> tuple[float, int]:
+    """Fit ``model`` (batch 32, shuffled) for ``epochs``, or for ``steps`` optimiser steps if given.
+
+    Returns the wall time in seconds and the number of optimiser steps taken.
+    """
     seed_everything(seed, workers=True)
     loader = DataLoader(TensorDataset(images, labels), batch_size=32, shuffle=True, drop_last=len(images) > 32)
-    trainer = Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False)
+    budget = {"max_epochs": epochs} if steps is None else {"max_epochs": -1, "max_steps": steps}
+    trainer = Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, **budget)
     started = time.perf_counter()
     trainer.fit(model, loader)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, trainer.global_step
 
 
 def accuracy(embeddings: torch.Tensor, labels: list[str], references: np.ndarray, queries: np.ndarray) -> float:
@@ -112,11 +118,13 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"mean": round(100 * float(np.mean(values)), 2), "std": round(100 * float(np.std(values)), 2)}
 
 
-def models(class_names: list[str], backbone: str) -> dict[str, LightningModule]:
-    return {
-        "recognizer": FewShotRecognizer(class_names, backbone),
-        "cross_entropy": CrossEntropyBaseline(class_names, backbone),
-    }
+MODELS = ("recognizer", "cross_entropy")
+
+
+def models(class_names: list[str], backbone: str, names: list[str]) -> dict[str, LightningModule]:
+    """The trained models of ``names`` (of MODELS), in that order."""
+    build = {"recognizer": FewShotRecognizer, "cross_entropy": CrossEntropyBaseline}
+    return {name: build[name](class_names, backbone) for name in names}
 
 
 def novel_classes(data: LabelledImages, images: torch.Tensor, args: argparse.Namespace) -> dict[str, object]:
@@ -128,8 +136,8 @@ def novel_classes(data: LabelledImages, images: torch.Tensor, args: argparse.Nam
     results: dict[str, object] = {}
     # An untrained baseline embeds the ImageNet backbone's pooled features, normalised like the others.
     candidates = {"pretrained": (CrossEntropyBaseline(BASE, args.backbone), 0.0)}
-    for name, model in models(BASE, args.backbone).items():
-        candidates[name] = (model, train(model, images[base], base_labels, args.epochs, args.seed))
+    for name, model in models(BASE, args.backbone, args.models).items():
+        candidates[name] = (model, train(model, images[base], base_labels, args.seed, args.epochs)[0])
     for name, (model, seconds) in candidates.items():
         for variant, embeddings in embeddings_of(model, images[novel]).items():
             results[name + variant] = {"train_seconds": round(seconds, 1)} | {
@@ -139,25 +147,26 @@ def novel_classes(data: LabelledImages, images: torch.Tensor, args: argparse.Nam
     return results
 
 
-def small_data(data: LabelledImages, images: torch.Tensor, args: argparse.Namespace) -> dict[str, object]:
-    """Protocol (b)."""
+def small_data(data: LabelledImages, images: torch.Tensor, args: argparse.Namespace, report: dict) -> None:
+    """Protocol (b), into ``report["small"]``; ``args.out`` is rewritten after each trained model."""
     classes = data.classes
     rng = np.random.default_rng(args.seed)
-    results: dict[str, object] = {}
+    results = report.setdefault("small", {})
     for per_class in args.per_class:
         train_rows = np.concatenate(
             [rng.choice(np.flatnonzero(np.asarray(data.labels) == name), per_class, replace=False) for name in classes]
         )
         test_rows = np.setdiff1d(np.arange(len(data.labels)), train_rows)
         labels = torch.tensor([classes.index(data.labels[i]) for i in train_rows])
-        for name, model in models(classes, args.backbone).items():
-            seconds = train(model, images[train_rows], labels, args.epochs_small, args.seed)
+        for name, model in models(classes, args.backbone, args.models).items():
+            seconds, steps = train(model, images[train_rows], labels, args.seed, args.epochs_small, args.steps_small)
             for variant, embeddings in embeddings_of(model, images).items():
                 score = accuracy(embeddings, data.labels, train_rows, test_rows)
                 results.setdefault(name + variant, {})[f"{per_class}/class"] = {
-                    "accuracy": round(100 * score, 2), "train_seconds": round(seconds, 1)
+                    "accuracy": round(100 * score, 2), "train_seconds": round(seconds, 1), "steps": steps
                 }  # fmt: skip
-    return results
+                print(f"small data {per_class}/class {name}{variant}: {100 * score:.2f} % ({steps} steps)", flush=True)
+            args.out.write_text(json.dumps(report, indent=2))
 
 
 def main() -> None:
@@ -168,20 +177,23 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128, help="image side after resizing")
     parser.add_argument("--epochs", type=int, default=3, help="epochs on the 900 base-class images")
     parser.add_argument("--epochs-small", type=int, default=10, help="epochs in the small-data protocol")
+    parser.add_argument(
+        "--steps-small", type=int, help="optimiser steps in the small-data protocol, at every size (replaces epochs)"
+    )
     parser.add_argument("--per-class", nargs="+", type=int, default=[10, 20, 50], help="small-data training sizes")
     parser.add_argument("--draws", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--protocols", nargs="+", default=["novel", "small"], choices=["novel", "small"])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS, help="trained models to run")
     args = parser.parse_args()
     data = list_labelled_images(args.data)
     images = load_images(data.paths, args.size)
-    report: dict[str, object] = {
-        **run_header(args),
-    }
-    for protocol, run in (("novel", novel_classes), ("small", small_data)):
-        if protocol in args.protocols:
-            report[protocol] = run(data, images, args)
-            args.out.write_text(json.dumps(report, indent=2))  # after each protocol: a partial run is kept
+    report = run_header(args)
+    if "novel" in args.protocols:
+        report["novel"] = novel_classes(data, images, args)
+        args.out.write_text(json.dumps(report, indent=2))  # kept if the small-data protocol is interrupted
+    if "small" in args.protocols:
+        small_data(data, images, args, report)
     print(json.dumps(report, indent=2))
 
 
