@@ -130,6 +130,13 @@ def hub_repo(backbone: str) -> str | None:
     return cfg.hf_hub_id if cfg is not None else None
 
 
+def input_statistics(backbone: str) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std the backbone's weights expect (ImageNet's when timm has no pretrained config)."""
+    cfg = get_pretrained_cfg(backbone)
+    mean, std = (cfg.mean, cfg.std) if cfg is not None else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    return list(mean), list(std)
+
+
 def cached_weights(backbone: str) -> Path | None:
     """Path of ``backbone``'s weights in the Hugging Face cache, or None if they are not there."""
     repo = hub_repo(backbone)

@@ -14,10 +14,10 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
-from timm.models import get_pretrained_cfg
 from torchvision.transforms.v2 import Normalize
 
 from kdanomaly.memory import Prediction, PrototypeMemory
+from kdanomaly.weights import input_statistics
 
 from .augment import DefectViews
 from .loss import RecognizerLoss
@@ -65,9 +65,8 @@ class FewShotRecognizer(LightningModule):
         self.model = RecognizerNet(backbone, embedding_size, hidden_size, pretrained=pretrained)
         self.loss = RecognizerLoss(embedding_size, len(self.class_names), alpha, beta, temperature, margin)
         self.views = DefectViews()
-        cfg = get_pretrained_cfg(backbone)
-        mean, std = (cfg.mean, cfg.std) if cfg is not None else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-        self.normalize = Normalize(mean=list(mean), std=list(std))
+        mean, std = input_statistics(backbone)
+        self.normalize = Normalize(mean=mean, std=std)
         self.learning_rate = learning_rate
         self.match_on: MatchOn = match_on
 

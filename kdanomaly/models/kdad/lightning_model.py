@@ -23,7 +23,6 @@ from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
-from timm.models import get_pretrained_cfg
 from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import Compose, Normalize, Resize
 
@@ -33,6 +32,7 @@ from kdanomaly.models.components.backbone import (
     validate_backbone,
     validate_image_size,
 )
+from kdanomaly.weights import input_statistics
 
 from .anomaly_map import Fusion
 from .loss import Distance, KDADLoss
@@ -137,10 +137,9 @@ class KDAnomaly(AnomalibModule):
         image_size = tuple(image_size or DEFAULT_IMAGE_SIZE)
         strides = feature_layers(backbone)[2]
         validate_image_size(image_size, max(strides[index] for index, _ in resolve_layers(backbone, layers)))
-        cfg = get_pretrained_cfg(backbone)
-        mean, std = (cfg.mean, cfg.std) if cfg is not None else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+        mean, std = input_statistics(backbone)
         return PreProcessor(
-            transform=Compose([Resize(image_size, antialias=True), Normalize(mean=list(mean), std=list(std))]),
+            transform=Compose([Resize(image_size, antialias=True), Normalize(mean=mean, std=std)]),
         )
 
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
