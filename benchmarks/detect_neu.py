@@ -128,10 +128,8 @@ def novel(records: list[BoxedImage], test: list[BoxedImage], args: argparse.Name
     base_images = only_classes(records, BASE)
     seconds = train(detector, base_images, args)
     references = per_class(only_classes(records, NOVEL), args.novel_k, args.seed)
-    memory = None
-    for record in references:
-        image, target = DetectionDataset([record], NOVEL, args.image_size)[0]
-        memory = detector.enroll([image], [target["boxes"]], [list(record.labels)], memory)
+    images, targets = collate(list(DetectionDataset(references, NOVEL, args.image_size)))
+    memory = detector.enroll(list(images), [t["boxes"] for t in targets], [list(r.labels) for r in references])
     row = {"base_images": len(base_images), "train_seconds": round(seconds, 1), "references": len(references)}
     report["novel"] = row | average_precision(detector, only_classes(test, NOVEL), NOVEL, args, memory)
     print(f"novel: {report['novel']}", flush=True)

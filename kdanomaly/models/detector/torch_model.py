@@ -11,7 +11,6 @@ from typing import Literal
 
 import torch
 from timm.layers import freeze_batch_norm_2d
-from timm.models import get_pretrained_cfg
 from torch import nn
 from torch.nn import functional as F
 from torchvision.models.detection import FasterRCNN
@@ -20,7 +19,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.ops import MultiScaleRoIAlign, batched_nms
 
 from kdanomaly.memory import PrototypeMemory
-from kdanomaly.weights import create_backbone
+from kdanomaly.weights import create_backbone, input_statistics
 
 from .deformable import make_last_blocks_deformable
 from .ghost_fpn import ghost_fpn, standard_fpn
@@ -77,27 +76,36 @@ class DefectDetectorNet(FasterRCNN):
 
     Images are lists of ``(3, H, W)`` tensors in ``[0, 1]``; they are resized to ``image_size`` (shorter side,
     longer side capped at the same size) and normalised with the backbone's statistics by torchvision's transform.
-    Trained classes are ``1..num_classes`` (0 is background).
+    Trained classes are ``1..num_classes`` (0 is background). Defaults live in :class:`FewShotDetector`.
+
+    Args:
+        num_classes: trained defect types.
+        backbone: timm model with EfficientNet-style ``blocks`` (ImageNet weights if ``pretrained``).
+        image_size: side the images are resized to.
+        pyramid, pyramid_channels: ``"ghost"`` or ``"standard"`` feature pyramid, and its width.
+        deformable_blocks: last stride-1 backbone blocks whose depthwise conv becomes deformable.
+        contrastive_weight: weight of the contrastive proposal encoding loss (0: no contrastive branch).
+        cosine_classifier: cosine-similarity class logits instead of torchvision's linear predictor.
+        representation_size: width of the box head (and of the embeddings matched in a memory).
     """
 
     def __init__(
         self,
         num_classes: int,
-        backbone: str = "tf_efficientnet_lite0",
-        image_size: int = 224,
-        pyramid: PyramidKind = "ghost",
-        pyramid_channels: int = 128,
-        deformable_blocks: int = 1,
-        contrastive_weight: float = 0.5,
-        cosine_classifier: bool = True,
-        representation_size: int = 256,
-        pretrained: bool = True,
+        backbone: str,
+        image_size: int,
+        pyramid: PyramidKind,
+        pyramid_channels: int,
+        deformable_blocks: int,
+        contrastive_weight: float,
+        cosine_classifier: bool,
+        representation_size: int,
+        pretrained: bool,
     ) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         body = PyramidBackbone(backbone, pyramid, pyramid_channels, deformable_blocks, pretrained)
-        cfg = get_pretrained_cfg(backbone)
-        mean, std = (cfg.mean, cfg.std) if cfg is not None else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+        mean, std = input_statistics(backbone)
         box_roi_pool = MultiScaleRoIAlign(list(FEATURE_LEVELS), output_size=7, sampling_ratio=2)
         box_head = TwoMLPHead(pyramid_channels * 7 * 7, representation_size)
         predictor_type = CosineBoxPredictor if cosine_classifier else FastRCNNPredictor
@@ -106,8 +114,8 @@ class DefectDetectorNet(FasterRCNN):
             body,
             min_size=image_size,
             max_size=image_size,
-            image_mean=list(mean),
-            image_std=list(std),
+            image_mean=mean,
+            image_std=std,
             rpn_anchor_generator=AnchorGenerator(ANCHOR_SIZES, (ASPECT_RATIOS,) * len(ANCHOR_SIZES)),
             rpn_pre_nms_top_n_train=1000,
             rpn_post_nms_top_n_train=300,
@@ -150,15 +158,13 @@ class DefectDetectorNet(FasterRCNN):
         best = torch.from_numpy(similarities).to(foreground).max(dim=1)
         scores = foreground * (1 + best.values) / 2
         detections: list[dict[str, torch.Tensor]] = []
-        for boxes, image_scores, classes in zip(
-            proposals, scores.split([len(p) for p in proposals]), best.indices.split([len(p) for p in proposals]),
-            strict=True,
-        ):  # fmt: skip
+        counts = [len(p) for p in proposals]
+        per_image = zip(proposals, scores.split(counts), best.indices.split(counts), strict=True)
+        for boxes, image_scores, classes in per_image:
             keep = image_scores >= min_score
             boxes, image_scores, classes = boxes[keep], image_scores[keep], classes[keep]
-            keep = batched_nms(boxes, image_scores, classes, self.roi_heads.nms_thresh)[
-                : self.roi_heads.detections_per_img
-            ]
+            keep = batched_nms(boxes, image_scores, classes, self.roi_heads.nms_thresh)
+            keep = keep[: self.roi_heads.detections_per_img]
             detections.append({"boxes": boxes[keep], "scores": image_scores[keep], "labels": classes[keep]})
         detections = self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
         return [d | {"labels": [names[i] for i in d["labels"].tolist()]} for d in detections]
