@@ -107,8 +107,13 @@ class FewShotDetector(LightningModule):
         images = [image.to(self.device) for image in images]
         if memory is not None:
             return self.model.detect_with_memory(images, memory, min_score)
-        self.model.roi_heads.score_thresh = min_score
-        return [d | {"labels": [self.class_names[i - 1] for i in d["labels"].tolist()]} for d in self.model(images)]
+        heads = self.model.roi_heads
+        trained_threshold, heads.score_thresh = heads.score_thresh, min_score
+        try:
+            found = self.model(images)
+        finally:
+            heads.score_thresh = trained_threshold
+        return [d | {"labels": [self.class_names[i - 1] for i in d["labels"].tolist()]} for d in found]
 
     @torch.no_grad()
     def enroll(
