@@ -78,7 +78,8 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _enroll(args: argparse.Namespace) -> None:
-    from kdanomaly.data.detection import load_rgb, read_annotated
+    from kdanomaly.data.detection import read_annotated
+    from kdanomaly.data.images import read_image
     from kdanomaly.memory import PrototypeMemory
     from kdanomaly.models.detector import FewShotDetector
 
@@ -86,7 +87,7 @@ def _enroll(args: argparse.Namespace) -> None:
     records, _ = read_annotated(args.images, args.annotations, args.classes)
     memory = PrototypeMemory.load(args.memory) if args.memory.exists() else None
     for record in tqdm([r for r in records if len(r.labels)], desc="enrolling", unit="image"):
-        memory = detector.enroll([load_rgb(record.path)], [record.boxes], [record.labels], memory)
+        memory = detector.enroll([read_image(record.path)], [record.boxes], [record.labels], memory)
     if memory is None:
         raise SystemExit(f"no boxes in {args.annotations}")
     memory.save(args.memory)
@@ -98,7 +99,7 @@ def _predict(args: argparse.Namespace) -> None:
     from torchvision.io import write_png
     from torchvision.utils import draw_bounding_boxes
 
-    from kdanomaly.data.detection import load_rgb
+    from kdanomaly.data.images import read_image
     from kdanomaly.memory import PrototypeMemory
     from kdanomaly.models.detector import FewShotDetector
 
@@ -110,7 +111,7 @@ def _predict(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     with (args.out / "predictions.jsonl").open("w") as lines:
         for path in tqdm(paths, desc="detecting", unit="image"):
-            image = load_rgb(path)
+            image = read_image(path)
             found = detector.detect([image], memory, args.min_score)[0]
             captions = [f"{name} {score:.2f}" for name, score in zip(found["labels"], found["scores"], strict=True)]
             drawn = draw_bounding_boxes((image * 255).to(torch.uint8), found["boxes"], captions, colors="red")

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2.functional import resize
 
 from kdanomaly.data import IMAGE_SUFFIXES
+from kdanomaly.data.images import read_image
 
 NEU_CLASSES: tuple[str, ...] = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")
 TOLERANCE = 1.0  # pixels a (rescaled) box may stick out of its image; such a box is clamped, a worse one is an error
@@ -292,15 +293,6 @@ def per_class(records: Iterable[BoxedImage], k: int, seed: int = 0) -> list[Boxe
     return sorted(chosen, key=lambda r: r.path)
 
 
-def load_rgb(path: Path) -> torch.Tensor:
-    """An image as float32 ``(3, H, W)`` RGB in [0, 1]: gray repeated, 16-bit scaled by 65535."""
-    with Image.open(path) as image:
-        if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-            gray = torch.from_numpy(np.array(image, dtype=np.float32) / 65535).clamp(0, 1)
-            return gray.expand(3, -1, -1).contiguous()
-        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).float() / 255
-
-
 class DetectionDataset(Dataset):
     """Boxed images as ``(image, target)`` pairs for torchvision detectors.
 
@@ -322,7 +314,7 @@ class DetectionDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
         record = self.records[index]
-        image = load_rgb(record.path)
+        image = read_image(record.path)
         width, height = image.shape[2], image.shape[1]
         if (width, height) != record.size:
             raise ValueError(f"{record.path} is {width}x{height}, its record says {record.size[0]}x{record.size[1]}")
