@@ -12,9 +12,10 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from kdanomaly.atomic import write_bytes_atomic
 
 MAGIC = b"KDANOMALY-PROTOTYPE-MEMORY\n"
 FORMAT_VERSION = 1
@@ -28,24 +29,9 @@ class MemoryFileError(ValueError):
 
 def write_atomic(path: str | os.PathLike[str], header: dict[str, Any], payload: bytes) -> None:
     """Write ``header`` (JSON-serialisable) and ``payload`` to ``path`` atomically."""
-    target = Path(path)
     encoded = json.dumps(header).encode()
     body = MAGIC + _LENGTHS.pack(FORMAT_VERSION, len(encoded), len(payload)) + encoded + payload
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(body + hashlib.sha256(body).digest())
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    directory = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    write_bytes_atomic(path, body + hashlib.sha256(body).digest())
 
 
 def read_checked(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bytes]:
