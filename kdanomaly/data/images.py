@@ -22,12 +22,12 @@ class UnreadableImageError(ValueError):
 def _as_float_rgb(image: Image.Image) -> torch.Tensor:
     """``(3, H, W)`` float32 in [0, 1] from a decoded Pillow image of any mode."""
     if image.mode in SIXTEEN_BIT_MODES or image.mode == "I":  # 16-bit gray (Pillow opens some as 32-bit "I")
-        gray = torch.from_numpy(np.asarray(image, dtype=np.float32) / 65535).clamp_(0, 1)
+        gray = torch.from_numpy(np.array(image, dtype=np.float32) / 65535).clamp_(0, 1)
         return gray.expand(3, -1, -1).contiguous()
     if image.mode == "F":
-        gray = torch.from_numpy(np.asarray(image, dtype=np.float32)).clamp_(0, 1)
+        gray = torch.from_numpy(np.array(image, dtype=np.float32)).clamp_(0, 1)
         return gray.expand(3, -1, -1).contiguous()
-    return torch.from_numpy(np.asarray(image.convert("RGB"))).permute(2, 0, 1).float().div_(255)
+    return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).float().div_(255)
 
 
 def read_image(path: str | Path) -> torch.Tensor:

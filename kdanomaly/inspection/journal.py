@@ -1,0 +1,83 @@
+"""The run folder of an inspection: its settings, and a journal of result rows appended as they are produced.
+
+Each batch's rows are appended to ``journal.jsonl`` and fsynced, after the files they point to are written, so a
+killed run loses at most the batch in flight. ``--resume`` continues a run with the same settings: the torn last
+line a kill can leave is dropped and every image already in the journal is skipped, never scored twice. A folder
+that holds anything else, or a run without ``--resume``, is refused: nothing is silently overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from kdanomaly.atomic import write_bytes_atomic
+
+from .outputs import FOLDERS
+
+SETTINGS_FILE = "run.json"
+JOURNAL_FILE = "journal.jsonl"
+
+Row = dict[str, Any]
+
+
+class RunFolderError(ValueError):
+    """An output folder that cannot be used: not empty and not this run."""
+
+
+def _differences(stored: dict[str, Any], current: dict[str, Any]) -> str:
+    keys = sorted(key for key in stored.keys() | current.keys() if stored.get(key) != current.get(key))
+    return ", ".join(f"{key}: {stored.get(key)!r} then, {current.get(key)!r} now" for key in keys)
+
+
+def _read_rows(journal: Path) -> list[Row]:
+    """Rows of the journal; a torn (unterminated) last line is cut off the file."""
+    if not journal.exists():
+        return []
+    data = journal.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) != len(data):
+        with journal.open("r+b") as file:
+            file.truncate(len(complete))
+    return [json.loads(line) for line in complete.decode().splitlines() if line.strip()]
+
+
+class RunFolder:
+    """``out`` as the folder of a run with ``settings`` (model, threshold, memory, ...); see the module docstring."""
+
+    def __init__(self, out: Path, settings: dict[str, Any], resume: bool) -> None:
+        self.out = Path(out)
+        settings_file = self.out / SETTINGS_FILE
+        if self.out.exists() and not self.out.is_dir():
+            raise RunFolderError(f"{self.out} is a file, not an output folder")
+        if self.out.exists() and any(self.out.iterdir()):
+            if not settings_file.exists():
+                raise RunFolderError(f"{self.out} is not empty and holds no inspection run; choose a new --out")
+            stored = json.loads(settings_file.read_text())
+            done = len(_read_rows(self.out / JOURNAL_FILE))
+            if not resume:
+                raise RunFolderError(
+                    f"{self.out} holds a run ({done} images done); pass --resume to continue it or choose a new --out"
+                )
+            if stored != settings:
+                raise RunFolderError(f"{self.out} holds a run with other settings ({_differences(stored, settings)})")
+        for folder in FOLDERS.values():
+            (self.out / folder).mkdir(parents=True, exist_ok=True)
+        if not settings_file.exists():
+            write_bytes_atomic(settings_file, json.dumps(settings, indent=2).encode())
+        self.journal = self.out / JOURNAL_FILE
+        self.rows = _read_rows(self.journal)
+        self.done = {row["key"] for row in self.rows}
+
+    def append(self, rows: list[Row]) -> None:
+        """Append rows to the journal and make them durable."""
+        if not rows:
+            return
+        with self.journal.open("a", encoding="utf-8") as file:
+            file.write("".join(json.dumps(row) + "\n" for row in rows))
+            file.flush()
+            os.fsync(file.fileno())
+        self.rows.extend(rows)
+        self.done.update(row["key"] for row in rows)

@@ -1,0 +1,143 @@
+"""``inspect``: score, locate and (with a memory) name defects in image files, into a resumable run folder."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .calibration import Calibration, read_calibration
+from .journal import Row, RunFolder
+from .naming import DefectNamer
+from .outputs import image_key, write_outputs
+from .regions import find_regions
+from .report import write_report
+from .results import ranked, write_results
+from .scoring import AnomalyScorer, ScoredBatch
+
+WRITES_IN_FLIGHT = 2  # batches whose files may still be being written while the next one is scored
+
+
+@dataclass(frozen=True)
+class InspectOptions:
+    """Batching and output limits of a run."""
+
+    batch_size: int = 16
+    workers: int = 2
+    max_regions: int = 20
+    recognizer_size: int = 128
+    progress: bool = True
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file (identifies the model and memory a run was made with)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def review_threshold(checkpoint: Path, threshold: float | None) -> tuple[float, Calibration | None]:
+    """``threshold`` if given, else the one ``kdanomaly calibrate`` stored in the checkpoint; and that calibration."""
+    calibration = read_calibration(torch.load(checkpoint, map_location="cpu", weights_only=False))
+    if threshold is not None:
+        return threshold, calibration
+    if calibration is None:
+        raise ValueError(
+            f"{checkpoint} has no calibrated threshold: run `kdanomaly calibrate --model {checkpoint} --normal ...` on"
+            " held-out good images, or pass --threshold"
+        )
+    return calibration.threshold, calibration
+
+
+def _batch_rows(
+    batch: ScoredBatch, threshold: float, namer: DefectNamer | None, options: InspectOptions
+) -> list[tuple[Row, tuple | None]]:
+    """Rows of a scored batch, each with the arguments of its files (see write_outputs), None for errors."""
+    results: list[tuple[Row, tuple | None]] = []
+    scores, maps = iter(batch.scores), iter(batch.maps)
+    for item in batch.items:
+        row: Row = {"key": image_key(item.path), "path": str(item.path)}
+        if item.error is not None:
+            results.append((row | {"status": "error", "error": item.error}, None))
+            continue
+        score, anomaly_map = float(next(scores)), next(maps)
+        regions = find_regions(anomaly_map, threshold, item.size, options.max_regions) if score > threshold else []
+        if namer is not None:
+            regions = namer.name(item.display, item.size, regions)
+        row |= {
+            "status": "ok", "score": score, "decision": "review" if score > threshold else "pass",
+            "width": item.size[0], "height": item.size[1], "regions": [region.as_row() for region in regions],
+        }  # fmt: skip
+        results.append((row, (item.display, anomaly_map, threshold, regions, item.size)))
+    return results
+
+
+def _write_batch(run: RunFolder, rows: list[tuple[Row, tuple | None]]) -> None:
+    """Files first, then the journal rows that point to them."""
+    finished = []
+    for row, files in rows:
+        if files is not None:
+            row |= write_outputs(run.out, Path(row["path"]), *files)
+        finished.append(row)
+    run.append(finished)
+
+
+def inspect(
+    inputs: Sequence[Path], checkpoint: Path, out: Path, threshold: float | None = None,
+    recognizer: Path | None = None, memory: Path | None = None, resume: bool = False,
+    options: InspectOptions | None = None,
+) -> list[Row]:  # fmt: skip
+    """Inspect ``inputs`` into the run folder ``out``; the ranked rows (also in results.csv/.jsonl, report.html)."""
+    options = options or InspectOptions()
+    if (recognizer is None) != (memory is None):
+        raise ValueError("defect types need both a recognizer checkpoint and its prototype memory")
+    threshold, calibration = review_threshold(checkpoint, threshold)
+    settings = {
+        "model": str(checkpoint.resolve()), "model_sha256": file_digest(checkpoint), "threshold": threshold,
+        "max_regions": options.max_regions,
+    }  # fmt: skip
+    namer = None
+    if recognizer is not None and memory is not None:
+        namer = DefectNamer(recognizer, memory, options.recognizer_size)
+        settings |= {"recognizer_sha256": file_digest(recognizer), "memory_sha256": file_digest(memory)}
+        settings |= {"recognizer_size": options.recognizer_size}
+    scorer = AnomalyScorer(checkpoint)
+    run = RunFolder(out, settings, resume)
+    todo = [path for path in inputs if image_key(path) not in run.done]
+    pending: deque[Future] = deque()
+    bar = tqdm(total=len(inputs), initial=len(inputs) - len(todo), unit="img", disable=not options.progress)
+    with ThreadPoolExecutor(max_workers=1) as writer, bar:
+        for batch in scorer.batches(todo, options.batch_size, options.workers):
+            pending.append(writer.submit(_write_batch, run, _batch_rows(batch, threshold, namer, options)))
+            while len(pending) > WRITES_IN_FLIGHT:
+                pending.popleft().result()
+            bar.update(len(batch.items))
+        for future in pending:
+            future.result()
+    rows = ranked(run.rows)
+    write_results(out, rows)
+    notes = [f"model {checkpoint}", calibration.describe() if calibration else f"threshold {threshold:.6g} (given)"]
+    write_report(out, rows, threshold, notes)
+    return rows
+
+
+def normal_scores(checkpoint: Path, inputs: Sequence[Path], options: InspectOptions) -> tuple[np.ndarray, list[str]]:
+    """Anomaly scores of readable ``inputs`` and the errors of the unreadable ones (for calibration)."""
+    scorer = AnomalyScorer(checkpoint)
+    scores, errors = [], []
+    bar = tqdm(total=len(inputs), unit="img", disable=not options.progress, desc="scoring normal images")
+    with bar:
+        for batch in scorer.batches(inputs, options.batch_size, options.workers):
+            scores.append(batch.scores)
+            errors += [item.error for item in batch.items if item.error is not None]
+            bar.update(len(batch.items))
+    return np.concatenate(scores), errors
