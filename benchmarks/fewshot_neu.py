@@ -9,7 +9,8 @@
     matched in the PrototypeMemory on its pooled backbone features, ``recognizer/backbone``, and on its 128-d
     projection, ``recognizer/projection``) and for the baseline (same backbone, augmentation and budget, trained
     with cross entropy; its pooled backbone features matched the same way); ``pretrained`` matches the untrained
-    ImageNet backbone's pooled features.
+    ImageNet backbone's pooled features. Results are written after each trained model; ``--resume`` keeps those
+    already in ``--out`` (same settings) and runs the rest, with the same training draws.
 """
 
 from __future__ import annotations
@@ -159,6 +160,9 @@ def small_data(data: LabelledImages, images: torch.Tensor, args: argparse.Namesp
         test_rows = np.setdiff1d(np.arange(len(data.labels)), train_rows)
         labels = torch.tensor([classes.index(data.labels[i]) for i in train_rows])
         for name, model in models(classes, args.backbone, args.models).items():
+            if any(key.split("/")[0] == name and f"{per_class}/class" in rows for key, rows in results.items()):
+                print(f"small data {per_class}/class {name}: in {args.out} already", flush=True)
+                continue
             seconds, steps = train(model, images[train_rows], labels, args.seed, args.epochs_small, args.steps_small)
             for variant, embeddings in embeddings_of(model, images).items():
                 score = accuracy(embeddings, data.labels, train_rows, test_rows)
@@ -167,6 +171,20 @@ def small_data(data: LabelledImages, images: torch.Tensor, args: argparse.Namesp
                 }  # fmt: skip
                 print(f"small data {per_class}/class {name}{variant}: {100 * score:.2f} % ({steps} steps)", flush=True)
             args.out.write_text(json.dumps(report, indent=2))
+
+
+def continued_report(out: Path, fresh: dict) -> dict:
+    """The report in ``out`` if it was made with the same settings (the same draws follow), else an error."""
+    if not out.exists():
+        return fresh
+    stored = json.loads(out.read_text())
+    differing = {
+        key for key in (stored["settings"].keys() | fresh["settings"].keys()) - {"resume", "out"}
+        if stored["settings"].get(key) != fresh["settings"].get(key)
+    }  # fmt: skip
+    if differing:
+        raise SystemExit(f"{out} was made with other settings ({sorted(differing)}); cannot resume it")
+    return stored | {"settings": fresh["settings"]}
 
 
 def main() -> None:
@@ -185,11 +203,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--protocols", nargs="+", default=["novel", "small"], choices=["novel", "small"])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS, help="trained models to run")
+    parser.add_argument("--resume", action="store_true", help="keep the results already in --out, run the rest")
     args = parser.parse_args()
     data = list_labelled_images(args.data)
     images = load_images(data.paths, args.size)
     report = run_header(args)
-    if "novel" in args.protocols:
+    if args.resume:
+        report = continued_report(args.out, report)
+    if "novel" in args.protocols and "novel" not in report:
         report["novel"] = novel_classes(data, images, args)
         args.out.write_text(json.dumps(report, indent=2))  # kept if the small-data protocol is interrupted
     if "small" in args.protocols:
