@@ -53,8 +53,11 @@ def _bad_files(folder: Path) -> list[Path]:
     (folder / "empty.png").write_bytes(b"")
     (folder / "notes.jpg").write_text("not an image")
     whole = (folder / "whole.png").resolve()
-    Image.fromarray(np.full((64, 64), 120, np.uint8)).save(whole)
-    (folder / "truncated.png").write_bytes(whole.read_bytes()[:60])
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)).save(whole)
+    data = bytearray(whole.read_bytes())
+    (folder / "truncated.png").write_bytes(data[: len(data) // 2])
+    data[len(data) // 2 : len(data) // 2 + 16] = b"\xff" * 16
+    (folder / "corrupt.png").write_bytes(bytes(data))
     whole.unlink()
     return sorted(folder.iterdir())
 
@@ -102,8 +105,10 @@ def test_inspect_flags_every_defect_the_model_scores_above_threshold_and_keeps_b
     bad = _bad_files(tmp_path / "bad")
     odd = _odd_formats(tmp_path / "odd", next(iter(image_files(synthetic_root / CATEGORY / "test" / "scratch"))))
     test_folder = synthetic_root / CATEGORY / "test"
-    rows = _inspect([str(test_folder), str(tmp_path / "bad"), str(tmp_path / "odd" / "*")], calibrated["checkpoint"],
-                    tmp_path / "run", "--batch-size", "4")  # fmt: skip
+    (tmp_path / "listed.txt").write_text("gone.png\n")  # listed but missing on disk
+    bad.append(tmp_path / "gone.png")
+    inputs = [str(test_folder), str(tmp_path / "bad"), str(tmp_path / "odd" / "*"), str(tmp_path / "listed.txt")]
+    rows = _inspect(inputs, calibrated["checkpoint"], tmp_path / "run", "--batch-size", "4")
     by_key = {row["key"]: row for row in rows}
     assert len(rows) == len(direct) + len(bad) + len(odd) == len(by_key)
     for key, score in direct.items():
@@ -114,6 +119,7 @@ def test_inspect_flags_every_defect_the_model_scores_above_threshold_and_keeps_b
     assert sum(by_key[key]["decision"] == "review" for key in direct if "/good/" not in key) >= 15  # of 20 defects
     errors = {Path(row["path"]).name: row["error"] for row in rows if row["status"] == "error"}
     assert sorted(errors) == sorted(p.name for p in bad) and "truncated" in errors["truncated.png"]
+    assert "No such file" in errors["gone.png"] and "cannot identify" in errors["empty.png"]
     assert {Path(r["path"]).name: (r["width"], r["height"]) for r in rows if "/odd/" in r["path"]} == {
         "gray16.tif": (IMAGE_SIZE, IMAGE_SIZE), "same.bmp": (IMAGE_SIZE, IMAGE_SIZE), "wide.jpg": (300, 200),
     }  # fmt: skip
