@@ -1,4 +1,4 @@
-"""Few-shot defect detector: Faster R-CNN with deformable backbone blocks, Ghost-module FPN, contrastive proposal
+"""Few-shot defect detector: Faster R-CNN with deformable backbone blocks, Ghost-conv FPN, contrastive proposal
 encoding; new defect types enrolled as k-shot box embeddings in a PrototypeMemory.
 
 Example:

@@ -46,7 +46,7 @@ class PyramidBackbone(nn.Module):
 
     Args:
         name: timm model with an EfficientNet-style ``blocks`` attribute.
-        pyramid: ``"ghost"`` (Ghost-module FPN) or ``"standard"`` (torchvision's FPN).
+        pyramid: ``"ghost"`` (Ghost-conv FPN) or ``"standard"`` (torchvision's FPN).
         channels: pyramid width.
         deformable_blocks: how many of the last stride-1 blocks get a deformable depthwise conv.
     """
