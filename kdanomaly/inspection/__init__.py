@@ -1,0 +1,1 @@
+"""Pre-screening before human review: `kdanomaly inspect` and `kdanomaly calibrate` (see ``run`` and ``calibration``)."""
