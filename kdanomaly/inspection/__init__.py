@@ -1,1 +1,1 @@
-"""Pre-screening before human review: `kdanomaly inspect` and `kdanomaly calibrate` (see ``run`` and ``calibration``)."""
+"""Pre-screening before human review: `kdanomaly inspect` and `kdanomaly calibrate`."""
