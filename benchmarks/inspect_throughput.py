@@ -33,7 +33,8 @@ REVIEWED = 0.1  # share of the images above the benchmark's threshold
 
 def forward_rate(scorer: AnomalyScorer, paths: list[Path], batch_size: int) -> tuple[float, np.ndarray]:
     """Images per second of the model alone on pre-loaded images, and their scores."""
-    images = torch.stack([ImageFiles(paths, scorer.image_size)[i].image for i in range(len(paths))])
+    files = ImageFiles(paths, scorer.image_size)
+    images = torch.stack([files[i].image for i in range(len(files))])
     scorer(images[:batch_size])  # warm-up
     started = time.perf_counter()
     scores = [scorer(images[start : start + batch_size])[0] for start in range(0, len(images), batch_size)]

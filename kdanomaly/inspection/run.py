@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -12,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from kdanomaly.weights import sha256_of
 
 from .calibration import Calibration, read_calibration
 from .journal import Row, RunFolder
@@ -34,15 +35,6 @@ class InspectOptions:
     max_regions: int = 20
     recognizer_size: int = 128
     progress: bool = True
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file (identifies the model and memory a run was made with)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def review_threshold(checkpoint: Path, threshold: float | None) -> tuple[float, Calibration | None]:
@@ -102,13 +94,13 @@ def inspect(
         raise ValueError("defect types need both a recognizer checkpoint and its prototype memory")
     threshold, calibration = review_threshold(checkpoint, threshold)
     settings = {
-        "model": str(checkpoint.resolve()), "model_sha256": file_digest(checkpoint), "threshold": threshold,
+        "model": str(checkpoint.resolve()), "model_sha256": sha256_of(checkpoint), "threshold": threshold,
         "max_regions": options.max_regions,
     }  # fmt: skip
     namer = None
     if recognizer is not None and memory is not None:
         namer = DefectNamer(recognizer, memory, options.recognizer_size)
-        settings |= {"recognizer_sha256": file_digest(recognizer), "memory_sha256": file_digest(memory)}
+        settings |= {"recognizer_sha256": sha256_of(recognizer), "memory_sha256": sha256_of(memory)}
         settings |= {"recognizer_size": options.recognizer_size}
     scorer = AnomalyScorer(checkpoint)
     run = RunFolder(out, settings, resume)

@@ -25,7 +25,6 @@ class LoadedImage:
     """One input: the model's view (``(3, S, S)`` in [0, 1]), a display copy (uint8 ``(h, w, 3)`` RGB, longest side
     at most ``DISPLAY_SIDE``) and the original ``(width, height)``; or the reason it could not be read."""
 
-    index: int
     path: Path
     image: torch.Tensor | None = None
     display: np.ndarray | None = None
@@ -55,9 +54,9 @@ class ImageFiles(Dataset):
             shrink = min(1.0, DISPLAY_SIDE / max(height, width))
             display = _resized(image, max(round(height * shrink), 1), max(round(width * shrink), 1))
             display_pixels = (display * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-            return LoadedImage(index, path, _resized(image, *self.image_size), display_pixels, (width, height))
+            return LoadedImage(path, _resized(image, *self.image_size), display_pixels, (width, height))
         except Exception as error:
-            return LoadedImage(index, path, error=str(error) or type(error).__name__)
+            return LoadedImage(path, error=str(error) or type(error).__name__)
 
 
 @dataclass
@@ -67,10 +66,6 @@ class ScoredBatch:
     items: list[LoadedImage]
     scores: np.ndarray
     maps: np.ndarray
-
-    @property
-    def readable(self) -> list[LoadedImage]:
-        return [item for item in self.items if item.error is None]
 
 
 class AnomalyScorer:
