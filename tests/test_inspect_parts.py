@@ -104,6 +104,10 @@ def test_run_folder_is_never_silently_overwritten_and_resumes_only_the_same_run(
         RunFolder(tmp_path / "run", settings | {"threshold": 2.0}, resume=True)
     with (tmp_path / "run" / JOURNAL_FILE).open("a") as journal:
         journal.write('{"key": "/x/2.png", "sta')  # a kill in the middle of a write
+    torn = (tmp_path / "run" / JOURNAL_FILE).read_bytes()
+    with pytest.raises(RunFolderError, match="pass --resume"):
+        RunFolder(tmp_path / "run", settings, resume=False)
+    assert (tmp_path / "run" / JOURNAL_FILE).read_bytes() == torn  # a refused run touches nothing
     resumed = RunFolder(tmp_path / "run", settings, resume=True)
     assert resumed.done == {"/x/1.png"}
     resumed.append([{"key": "/x/2.png", "status": "ok"}])

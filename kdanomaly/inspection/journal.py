@@ -32,16 +32,13 @@ def _differences(stored: dict[str, Any], current: dict[str, Any]) -> str:
     return ", ".join(f"{key}: {stored.get(key)!r} then, {current.get(key)!r} now" for key in keys)
 
 
-def _read_rows(journal: Path) -> list[Row]:
-    """Rows of the journal; a torn (unterminated) last line is cut off the file."""
+def _journal_rows(journal: Path) -> tuple[list[Row], int]:
+    """Rows of the journal's complete lines and the bytes they take (a torn last line may follow them)."""
     if not journal.exists():
-        return []
+        return [], 0
     data = journal.read_bytes()
     complete = data[: data.rfind(b"\n") + 1]
-    if len(complete) != len(data):
-        with journal.open("r+b") as file:
-            file.truncate(len(complete))
-    return [json.loads(line) for line in complete.decode().splitlines() if line.strip()]
+    return [json.loads(line) for line in complete.decode().splitlines() if line.strip()], len(complete)
 
 
 class RunFolder:
@@ -49,17 +46,19 @@ class RunFolder:
 
     def __init__(self, out: Path, settings: dict[str, Any], resume: bool) -> None:
         self.out = Path(out)
+        self.journal = self.out / JOURNAL_FILE
         settings_file = self.out / SETTINGS_FILE
         if self.out.exists() and not self.out.is_dir():
             raise RunFolderError(f"{self.out} is a file, not an output folder")
+        rows, complete_bytes = _journal_rows(self.journal)
         if self.out.exists() and any(self.out.iterdir()):
             if not settings_file.exists():
                 raise RunFolderError(f"{self.out} is not empty and holds no inspection run; choose a new --out")
             stored = json.loads(settings_file.read_text())
-            done = len(_read_rows(self.out / JOURNAL_FILE))
             if not resume:
                 raise RunFolderError(
-                    f"{self.out} holds a run ({done} images done); pass --resume to continue it or choose a new --out"
+                    f"{self.out} holds a run ({len(rows)} images done); pass --resume to continue it or choose a new"
+                    " --out"
                 )
             if stored != settings:
                 raise RunFolderError(f"{self.out} holds a run with other settings ({_differences(stored, settings)})")
@@ -67,9 +66,11 @@ class RunFolder:
             (self.out / folder).mkdir(parents=True, exist_ok=True)
         if not settings_file.exists():
             write_bytes_atomic(settings_file, json.dumps(settings, indent=2).encode())
-        self.journal = self.out / JOURNAL_FILE
-        self.rows = _read_rows(self.journal)
-        self.done = {row["key"] for row in self.rows}
+        if self.journal.exists() and self.journal.stat().st_size != complete_bytes:
+            with self.journal.open("r+b") as file:  # the torn line a kill can leave, cut only once the run continues
+                file.truncate(complete_bytes)
+        self.rows = rows
+        self.done = {row["key"] for row in rows}
 
     def append(self, rows: list[Row]) -> None:
         """Append rows to the journal and make them durable."""
