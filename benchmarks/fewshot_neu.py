@@ -10,12 +10,14 @@
     projection, ``recognizer/projection``) and for the baseline (same backbone, augmentation and budget, trained
     with cross entropy; its pooled backbone features matched the same way); ``pretrained`` matches the untrained
     ImageNet backbone's pooled features. Results are written after each trained model; ``--resume`` keeps those
-    already in ``--out`` (same settings) and runs the rest, with the same training draws.
+    already in ``--out`` (same settings; ``--models`` may pick a subset at each run) and runs the rest, with the
+    same training images.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import time
 from pathlib import Path
@@ -179,12 +181,13 @@ def continued_report(out: Path, fresh: dict) -> dict:
         return fresh
     stored = json.loads(out.read_text())
     differing = {
-        key for key in (stored["settings"].keys() | fresh["settings"].keys()) - {"resume", "out"}
+        key for key in (stored["settings"].keys() | fresh["settings"].keys()) - {"resume", "out", "models"}
         if stored["settings"].get(key) != fresh["settings"].get(key)
     }  # fmt: skip
     if differing:
         raise SystemExit(f"{out} was made with other settings ({sorted(differing)}); cannot resume it")
-    return stored | {"settings": fresh["settings"]}
+    ran = set(ast.literal_eval(stored["settings"]["models"])) | set(ast.literal_eval(fresh["settings"]["models"]))
+    return stored | {"settings": fresh["settings"] | {"models": str([name for name in MODELS if name in ran])}}
 
 
 def main() -> None:
