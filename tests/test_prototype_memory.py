@@ -101,9 +101,9 @@ def test_corrupted_truncated_and_foreign_files_are_rejected(tmp_path: Path) -> N
     corrupted[len(data) // 2] ^= 0xFF
     (tmp_path / "corrupted").write_bytes(bytes(corrupted))
     (tmp_path / "foreign").write_bytes(b"\x89PNG\r\n\x1a\n" + data)
-    (tmp_path / "newer").write_bytes(data.replace(b"MEMORY\n\x01\x00", b"MEMORY\n\x02\x00", 1))
+    (tmp_path / "newer").write_bytes(data.replace(b"MEMORY\n\x02\x00", b"MEMORY\n\x03\x00", 1))
     for name, message in [("truncated", "truncated"), ("corrupted", "corrupted"), ("foreign", "not a kdanomaly"),
-                          ("newer", "format version 2")]:  # fmt: skip
+                          ("newer", "format version 3")]:  # fmt: skip
         with pytest.raises(MemoryFileError, match=message):
             PrototypeMemory.load(tmp_path / name)
 

@@ -18,7 +18,8 @@ from typing import Any
 from kdanomaly.atomic import write_bytes_atomic
 
 MAGIC = b"KDANOMALY-PROTOTYPE-MEMORY\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: labels as codes in the payload, per-class sums, faiss ids; 1 is still read
+READABLE_VERSIONS = (1, 2)
 _LENGTHS = struct.Struct("<IQQ")
 _DIGEST_SIZE = 32
 
@@ -34,8 +35,9 @@ def write_atomic(path: str | os.PathLike[str], header: dict[str, Any], payload: 
     write_bytes_atomic(path, body + hashlib.sha256(body).digest())
 
 
-def read_checked(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bytes]:
-    """Header and payload of a file written by :func:`write_atomic`; :class:`MemoryFileError` if it is not sound."""
+def read_checked(path: str | os.PathLike[str]) -> tuple[int, dict[str, Any], bytes]:
+    """Version, header and payload of a file written by :func:`write_atomic`; :class:`MemoryFileError` if it is
+    not sound."""
     data = Path(path).read_bytes()
     if not data.startswith(MAGIC):
         raise MemoryFileError(f"{path} is not a kdanomaly prototype memory file")
@@ -43,8 +45,8 @@ def read_checked(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bytes]:
     if len(data) < fixed_end:
         raise MemoryFileError(f"{path} is truncated ({len(data)} bytes)")
     version, header_length, payload_length = _LENGTHS.unpack(data[len(MAGIC) : fixed_end])
-    if version != FORMAT_VERSION:
-        raise MemoryFileError(f"{path} has format version {version}; this kdanomaly reads version {FORMAT_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise MemoryFileError(f"{path} has format version {version}; this kdanomaly reads versions {READABLE_VERSIONS}")
     expected = fixed_end + header_length + payload_length + _DIGEST_SIZE
     if len(data) != expected:
         raise MemoryFileError(f"{path} is truncated or has trailing bytes ({len(data)} bytes, expected {expected})")
@@ -52,4 +54,4 @@ def read_checked(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bytes]:
     if hashlib.sha256(body).digest() != data[-_DIGEST_SIZE:]:
         raise MemoryFileError(f"{path} is corrupted (checksum mismatch)")
     header = json.loads(body[fixed_end : fixed_end + header_length])
-    return header, body[fixed_end + header_length :]
+    return version, header, body[fixed_end + header_length :]
