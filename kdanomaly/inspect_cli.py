@@ -64,6 +64,9 @@ def inspect_main(argv: Sequence[str]) -> int:
         )  # fmt: skip
     except ValueError as error:
         raise SystemExit(f"kdanomaly inspect: {error}") from error
+    if not rows:  # a process of a sharded run other than rank 0
+        print("this process's share is done; rank 0 writes the results and the report")
+        return 0
     review = sum(row.get("decision") == "review" for row in rows)
     errors = sum(row["status"] != "ok" for row in rows)
     print(f"{len(rows)} images: {review} to review, {len(rows) - review - errors} passed, {errors} unreadable")

@@ -187,6 +187,29 @@ def test_resume_after_a_kill_scores_every_image_exactly_once(calibrated: dict, s
     assert len(after) == len(inputs) and after[: len(before)] == before  # nothing scored twice, nothing lost
 
 
+def test_two_processes_share_the_inputs_and_rank_0_writes_every_row_once(
+    calibrated: dict, synthetic_root: Path, tmp_path: Path
+) -> None:
+    inputs = [str(synthetic_root / CATEGORY / "test")]
+    single = {row["key"]: row for row in _inspect(inputs, calibrated["checkpoint"], tmp_path / "one", "--workers", "0")}
+    out = tmp_path / "sharded"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+               "kdanomaly.cli", "inspect", *inputs, "--model", str(calibrated["checkpoint"]), "--out", str(out),
+               "--workers", "0", "--no-progress"]  # fmt: skip
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(row["key"] for row in rows) == sorted(single)  # every input once: none lost, none twice
+    shares = [[json.loads(line)["key"] for line in (out / f"journal-rank{r}.jsonl").open()] for r in (0, 1)]
+    assert abs(len(shares[0]) - len(shares[1])) <= 1 and not set(shares[0]) & set(shares[1])
+    for row in rows:
+        assert row["score"] == pytest.approx(single[row["key"]]["score"], rel=1e-4)
+        assert row["decision"] == single[row["key"]]["decision"]
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode != 0 and "pass --resume" in again.stderr  # rank 0's refusal stops every process
+    assert sorted(out.glob("journal*")) == [out / "journal-rank0.jsonl", out / "journal-rank1.jsonl"]
+
+
 def test_report_opens_from_disk_in_headless_chromium(calibrated: dict, synthetic_root: Path, tmp_path: Path) -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:

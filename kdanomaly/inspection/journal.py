@@ -3,7 +3,8 @@
 Each batch's rows are appended to ``journal.jsonl`` and fsynced, after the files they point to are written, so a
 killed run loses at most the batch in flight. ``--resume`` continues a run with the same settings: the torn last
 line a kill can leave is dropped and every image already in the journal is skipped, never scored twice. A folder
-that holds anything else, or a run without ``--resume``, is refused: nothing is silently overwritten.
+that holds anything else, or a run without ``--resume``, is refused: nothing is silently overwritten. Process ``r``
+of a sharded run appends to ``journal-rank<r>.jsonl``; the images done are those of every journal in the folder.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .outputs import FOLDERS
 
 SETTINGS_FILE = "run.json"
 JOURNAL_FILE = "journal.jsonl"
+JOURNALS = "journal*.jsonl"
 
 Row = dict[str, Any]
 
@@ -41,16 +43,23 @@ def _journal_rows(journal: Path) -> tuple[list[Row], int]:
     return [json.loads(line) for line in complete.decode().splitlines() if line.strip()], len(complete)
 
 
+def journal_name(rank: int, world_size: int) -> str:
+    """The journal a process appends to: ``journal.jsonl`` alone, ``journal-rank<r>.jsonl`` in a sharded run."""
+    return JOURNAL_FILE if world_size == 1 else f"journal-rank{rank}.jsonl"
+
+
 class RunFolder:
     """``out`` as the folder of a run with ``settings`` (model, threshold, memory, ...); see the module docstring."""
 
-    def __init__(self, out: Path, settings: dict[str, Any], resume: bool) -> None:
+    def __init__(self, out: Path, settings: dict[str, Any], resume: bool, journal: str = JOURNAL_FILE) -> None:
         self.out = Path(out)
-        self.journal = self.out / JOURNAL_FILE
+        self.journal = self.out / journal
         settings_file = self.out / SETTINGS_FILE
         if self.out.exists() and not self.out.is_dir():
             raise RunFolderError(f"{self.out} is a file, not an output folder")
-        rows, complete_bytes = _journal_rows(self.journal)
+        journals = {path: _journal_rows(path) for path in sorted(self.out.glob(JOURNALS))}
+        rows = [row for found, _ in journals.values() for row in found]
+        complete_bytes = journals.get(self.journal, ([], 0))[1]
         if self.out.exists() and any(self.out.iterdir()):
             if not settings_file.exists():
                 raise RunFolderError(f"{self.out} is not empty and holds no inspection run; choose a new --out")
@@ -69,16 +78,18 @@ class RunFolder:
         if self.journal.exists() and self.journal.stat().st_size != complete_bytes:
             with self.journal.open("r+b") as file:  # the torn line a kill can leave, cut only once the run continues
                 file.truncate(complete_bytes)
-        self.rows = rows
         self.done = {row["key"] for row in rows}
 
+    def all_rows(self) -> list[Row]:
+        """The complete rows of every journal in the folder (all processes of the run)."""
+        return [row for journal in sorted(self.out.glob(JOURNALS)) for row in _journal_rows(journal)[0]]
+
     def append(self, rows: list[Row]) -> None:
-        """Append rows to the journal and make them durable."""
+        """Append rows to this process's journal and make them durable."""
         if not rows:
             return
         with self.journal.open("a", encoding="utf-8") as file:
             file.write("".join(json.dumps(row) + "\n" for row in rows))
             file.flush()
             os.fsync(file.fileno())
-        self.rows.extend(rows)
         self.done.update(row["key"] for row in rows)

@@ -15,13 +15,14 @@ from tqdm import tqdm
 from kdanomaly.weights import sha256_of
 
 from .calibration import Calibration, read_calibration
-from .journal import Row, RunFolder
+from .journal import Row, RunFolder, journal_name
 from .naming import DefectNamer
 from .outputs import image_key, write_outputs
 from .regions import find_regions
 from .report import write_report
 from .results import ranked, write_results
 from .scoring import AnomalyScorer, ScoredBatch
+from .sharding import coordinated
 
 WRITES_IN_FLIGHT = 2  # batches whose files may still be being written while the next one is scored
 
@@ -88,7 +89,11 @@ def inspect(
     recognizer: Path | None = None, memory: Path | None = None, resume: bool = False,
     options: InspectOptions | None = None,
 ) -> list[Row]:  # fmt: skip
-    """Inspect ``inputs`` into the run folder ``out``; the ranked rows (also in results.csv/.jsonl, report.html)."""
+    """Inspect ``inputs`` into the run folder ``out``; the ranked rows (also in results.csv/.jsonl, report.html).
+
+    Launched as several processes (torchrun, srun), each scores its share and rank 0 returns and writes every row
+    once all have finished; the others return no rows.
+    """
     options = options or InspectOptions()
     if (recognizer is None) != (memory is None):
         raise ValueError("defect types need both a recognizer checkpoint and its prototype memory")
@@ -103,10 +108,30 @@ def inspect(
         settings |= {"recognizer_sha256": sha256_of(recognizer), "memory_sha256": sha256_of(memory)}
         settings |= {"recognizer_size": options.recognizer_size}
     scorer = AnomalyScorer(checkpoint)
-    run = RunFolder(out, settings, resume)
-    todo = [path for path in inputs if image_key(path) not in run.done]
+    with coordinated() as coordinator:
+        shard = coordinator.shard
+        journal = journal_name(shard.rank, shard.world_size)
+        run = coordinator.first_then_others(lambda: RunFolder(out, settings, resume or shard.rank > 0, journal))
+        mine = shard.take(inputs)
+        todo = [path for path in mine if image_key(path) not in run.done]
+        _score_into(run, todo, len(mine), scorer, threshold, namer, options)
+        coordinator.wait_for_all()
+        if shard.rank > 0:
+            return []
+    rows = ranked(run.all_rows())
+    write_results(out, rows)
+    notes = [f"model {checkpoint}", calibration.describe() if calibration else f"threshold {threshold:.6g} (given)"]
+    write_report(out, rows, threshold, notes)
+    return rows
+
+
+def _score_into(
+    run: RunFolder, todo: list[Path], total: int, scorer: AnomalyScorer, threshold: float,
+    namer: DefectNamer | None, options: InspectOptions,
+) -> None:  # fmt: skip
+    """Score ``todo`` (of ``total`` inputs) batch by batch; files and journal rows written by a writer thread."""
     pending: deque[Future] = deque()
-    bar = tqdm(total=len(inputs), initial=len(inputs) - len(todo), unit="img", disable=not options.progress)
+    bar = tqdm(total=total, initial=total - len(todo), unit="img", disable=not options.progress)
     with ThreadPoolExecutor(max_workers=1) as writer, bar:
         for batch in scorer.batches(todo, options.batch_size, options.workers):
             pending.append(writer.submit(_write_batch, run, _batch_rows(batch, threshold, namer, options)))
@@ -115,11 +140,6 @@ def inspect(
             bar.update(len(batch.items))
         for future in pending:
             future.result()
-    rows = ranked(run.rows)
-    write_results(out, rows)
-    notes = [f"model {checkpoint}", calibration.describe() if calibration else f"threshold {threshold:.6g} (given)"]
-    write_report(out, rows, threshold, notes)
-    return rows
 
 
 def normal_scores(checkpoint: Path, inputs: Sequence[Path], options: InspectOptions) -> tuple[np.ndarray, list[str]]:
