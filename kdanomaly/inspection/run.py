@@ -22,7 +22,7 @@ from .regions import find_regions
 from .report import write_report
 from .results import ranked, write_results
 from .scoring import AnomalyScorer, ScoredBatch
-from .sharding import coordinated
+from .sharding import Shard, coordinated
 
 WRITES_IN_FLIGHT = 2  # batches whose files may still be being written while the next one is scored
 
@@ -107,9 +107,9 @@ def inspect(
         namer = DefectNamer(recognizer, memory, options.recognizer_size)
         settings |= {"recognizer_sha256": sha256_of(recognizer), "memory_sha256": sha256_of(memory)}
         settings |= {"recognizer_size": options.recognizer_size}
-    scorer = AnomalyScorer(checkpoint)
     with coordinated() as coordinator:
         shard = coordinator.shard
+        scorer = AnomalyScorer(checkpoint, shard.device())
         journal = journal_name(shard.rank, shard.world_size)
         run = coordinator.first_then_others(lambda: RunFolder(out, settings, resume or shard.rank > 0, journal))
         mine = shard.take(inputs)
@@ -144,7 +144,7 @@ def _score_into(
 
 def normal_scores(checkpoint: Path, inputs: Sequence[Path], options: InspectOptions) -> tuple[np.ndarray, list[str]]:
     """Anomaly scores of readable ``inputs`` and the errors of the unreadable ones (for calibration)."""
-    scorer = AnomalyScorer(checkpoint)
+    scorer = AnomalyScorer(checkpoint, Shard().device())
     scores, errors = [], []
     bar = tqdm(total=len(inputs), unit="img", disable=not options.progress, desc="scoring normal images")
     with bar:

@@ -71,10 +71,12 @@ class ScoredBatch:
 class AnomalyScorer:
     """A trained KDAnomaly checkpoint as a scorer of raw anomaly scores and maps (before Anomalib's normalisation)."""
 
-    def __init__(self, checkpoint: str | Path) -> None:
+    def __init__(self, checkpoint: str | Path, device: torch.device | str = "cpu") -> None:
         from kdanomaly.models import KDAnomaly
 
+        self.device = torch.device(device)
         self.model = KDAnomaly.load_from_checkpoint(checkpoint, map_location="cpu", visualizer=False).eval()
+        self.model.to(self.device)
         transforms = getattr(self.model.pre_processor.transform, "transforms", [self.model.pre_processor.transform])
         sizes = [t.size for t in transforms if isinstance(t, Resize)]
         normalizers = [t for t in transforms if isinstance(t, Normalize)]
@@ -89,8 +91,8 @@ class AnomalyScorer:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Scores ``(B,)`` and maps ``(B, S, S)`` of images ``(B, 3, S, S)`` in [0, 1] at :attr:`image_size`."""
-        result = self.model.model(self.normalize(images))
-        return result.pred_score.reshape(-1).numpy(), result.anomaly_map[:, 0].numpy()
+        result = self.model.model(self.normalize(images.to(self.device)))
+        return result.pred_score.reshape(-1).cpu().numpy(), result.anomaly_map[:, 0].cpu().numpy()
 
     def batches(self, paths: Sequence[Path], batch_size: int = 16, workers: int = 2) -> Iterator[ScoredBatch]:
         """Score ``paths`` in order, ``batch_size`` at a time, decoding in ``workers`` processes."""

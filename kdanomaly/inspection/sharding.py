@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
 
+import torch
 import torch.distributed as dist
 from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment, TorchElasticEnvironment
 
@@ -28,13 +29,20 @@ class ShardError(ValueError):
 
 @dataclass(frozen=True)
 class Shard:
-    """This process's part of a run: inputs ``rank``, ``rank + world_size``, ..."""
+    """This process's part of a run: inputs ``rank``, ``rank + world_size``, ...; ``local_rank`` on its node."""
 
     rank: int = 0
     world_size: int = 1
+    local_rank: int = 0
 
     def take(self, inputs: Sequence[T]) -> list[T]:
         return list(inputs[self.rank :: self.world_size])
+
+    def device(self) -> torch.device:
+        """The GPU of this process's local rank when CUDA is available, else the CPU."""
+        if torch.cuda.is_available():
+            return torch.device("cuda", self.local_rank % torch.cuda.device_count())
+        return torch.device("cpu")
 
 
 def launcher_environment() -> ClusterEnvironment | None:
@@ -80,7 +88,7 @@ def coordinated() -> Iterator[Coordinator]:
     if environment is None:
         yield Coordinator(Shard())
         return
-    shard = Shard(environment.global_rank(), environment.world_size())
+    shard = Shard(environment.global_rank(), environment.world_size(), environment.local_rank())
     created = not dist.is_initialized()
     if created:
         os.environ.setdefault("MASTER_ADDR", environment.main_address)
