@@ -1,12 +1,13 @@
 """PrototypeMemory at scale: an IVF-PQ memory built by separate processes in shards and merged, against flat.
 
-    python -m benchmarks.memory_scale --sizes 1000000 10000000 --out benchmarks/results/memory_scale.json
+    python -m benchmarks.memory_scale --out benchmarks/results/memory_scale.json
 
 References are synthetic 128-d vectors from a mixture of 4 096 Gaussian clusters (labels: 16 types), made shard by
 shard from seeded generators so no process holds more than its slice. For each size:
 
-- ``ivfpq``: one memory trained on a 160 000-vector sample (4 096 lists, 16 bytes per vector) and saved; ``--shards``
-  worker processes (``--workers`` at a time) each load it, add their slice and save; the shards are merged.
+- ``ivfpq``: one memory trained on a 160 000-vector sample (4 096 lists, ``--pq-bytes`` per vector) and saved;
+  ``--shards`` worker processes (``--workers`` at a time) each load it, add their slice and save; the shards are
+  merged.
   Reported: train / shard / merge seconds, the merged file's size, ms per query (1 000 queries in one batch) and
   recall at 16, 64 and 256 probed lists.
 - ``flat``: the exact answers, slice by slice (``faiss.knn``), which give the recall: ``recall@10`` is the fraction of
@@ -81,12 +82,12 @@ def recall(found: np.ndarray, exact: np.ndarray) -> dict[str, float]:
     return {f"recall@{K}": round(float(nearest), 4), f"overlap@{K}": round(float(overlap), 4)}
 
 
-def scale_point(size: int, args: argparse.Namespace, folder: Path) -> dict[str, object]:
+def scale_point(size: int, pq_bytes: int, args: argparse.Namespace, folder: Path) -> dict[str, object]:
     """Build the sharded IVF-PQ memory of ``size`` references and measure it against the exact answers."""
     counts = shard_rows(size, args.shards)
     queries = mixture(QUERIES, seed=7)[0]
     started = time.perf_counter()
-    template = PrototypeMemory(DIM, index="ivfpq", ivf_lists=args.lists, train_size=args.train)
+    template = PrototypeMemory(DIM, index="ivfpq", ivf_lists=args.lists, pq_bytes=pq_bytes, train_size=args.train)
     template.train(mixture(args.train, seed=3)[0])
     template.save(folder / "template.kdm")
     train_seconds = time.perf_counter() - started
@@ -108,7 +109,7 @@ def scale_point(size: int, args: argparse.Namespace, folder: Path) -> dict[str, 
         milliseconds = (time.perf_counter() - started) / QUERIES * 1000
         searches[f"probes={probes}"] = {"ms_per_query": round(milliseconds, 3)} | recall(found, exact)
     return {
-        "references": size, "shards": args.shards, "train_seconds": round(train_seconds, 1),
+        "references": size, "pq_bytes": pq_bytes, "shards": args.shards, "train_seconds": round(train_seconds, 1),
         "shard_seconds": [round(s, 1) for s in shard_seconds], "shards_wall_seconds": round(shards_wall, 1),
         "merge_and_save_seconds": round(merge_seconds, 1),
         "ivfpq_file_bytes": (folder / "merged.kdm").stat().st_size, "flat_vector_bytes": size * DIM * 4,
@@ -121,16 +122,18 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[1_000_000, 10_000_000])
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2, help="shard-building processes at a time")
+    parser.add_argument("--pq-bytes", nargs="+", type=int, default=[16, 32, 64], help="bytes per reference")
     parser.add_argument("--lists", type=int, default=4096, help="inverted lists of the IVF-PQ memory")
     parser.add_argument("--train", type=int, default=160_000, help="training sample (39 per list)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     report = run_header(args) | {"points": []}
     for size in args.sizes:
-        with TemporaryDirectory() as folder:
-            report["points"].append(scale_point(size, args, Path(folder)))
-        args.out.write_text(json.dumps(report, indent=2))
-        print(json.dumps(report["points"][-1], indent=2), flush=True)
+        for pq_bytes in args.pq_bytes:
+            with TemporaryDirectory() as folder:
+                report["points"].append(scale_point(size, pq_bytes, args, Path(folder)))
+            args.out.write_text(json.dumps(report, indent=2))
+            print(json.dumps(report["points"][-1], indent=2), flush=True)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ MAX_DEFAULT_LISTS = 4096
 
 
 def default_pq_bytes(dim: int) -> int:
-    """The largest divisor of ``dim`` not above ``dim / 8`` (16 bytes per 128-d vector: 32x smaller than float32)."""
-    return max(m for m in range(1, max(1, dim // 8) + 1) if dim % m == 0)
+    """The largest divisor of ``dim`` not above ``dim / 2``: 64 bytes per 128-d vector, 8x smaller than float32
+    (16 bytes lost most nearest neighbours at 1M-10M references in ``benchmarks/memory_scale.py``)."""
+    return max(m for m in range(1, max(1, dim // 2) + 1) if dim % m == 0)
 
 
 def exact_vectors_index(

@@ -75,7 +75,7 @@ class PrototypeMemory:
             query.
         hnsw_neighbors, hnsw_search_depth: HNSW graph degree and ``efSearch``.
         unknown_threshold: mean similarity below which :meth:`predict` answers ``"unknown"`` (see :meth:`calibrate`).
-        pq_bytes: bytes per reference of an ``ivfpq`` memory (must divide ``dim``; default about ``dim / 8``).
+        pq_bytes: bytes per reference of an ``ivfpq`` memory (must divide ``dim``; default about ``dim / 2``).
         train_size: at most this many random sample rows train an ``ivfpq`` memory.
     """
 
