@@ -57,7 +57,7 @@ class RunFolder:
         settings_file = self.out / SETTINGS_FILE
         if self.out.exists() and not self.out.is_dir():
             raise RunFolderError(f"{self.out} is a file, not an output folder")
-        journals = {path: _journal_rows(path) for path in sorted(self.out.glob(JOURNALS))}
+        journals = self._journals()
         rows = [row for found, _ in journals.values() for row in found]
         complete_bytes = journals.get(self.journal, ([], 0))[1]
         if self.out.exists() and any(self.out.iterdir()):
@@ -82,7 +82,11 @@ class RunFolder:
 
     def all_rows(self) -> list[Row]:
         """The complete rows of every journal in the folder (all processes of the run)."""
-        return [row for journal in sorted(self.out.glob(JOURNALS)) for row in _journal_rows(journal)[0]]
+        return [row for found, _ in self._journals().values() for row in found]
+
+    def _journals(self) -> dict[Path, tuple[list[Row], int]]:
+        """Every journal in the folder: its complete rows and the bytes they take."""
+        return {path: _journal_rows(path) for path in sorted(self.out.glob(JOURNALS))}
 
     def append(self, rows: list[Row]) -> None:
         """Append rows to this process's journal and make them durable."""

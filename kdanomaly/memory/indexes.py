@@ -47,10 +47,9 @@ def exact_vectors_index(
 
 
 def trained_ivfpq(sample: np.ndarray, lists: int | None, pq_bytes: int, probes: int) -> faiss.IndexIVFPQ:
-    """An empty IVF-PQ index whose inverted lists and product quantiser are trained on ``sample`` (unit rows)."""
+    """An empty IVF-PQ index whose inverted lists and product quantiser are trained on ``sample`` (unit rows);
+    ``pq_bytes`` divides the dimension (PrototypeMemory checks it)."""
     dim = sample.shape[1]
-    if dim % pq_bytes:
-        raise ValueError(f"pq_bytes must divide the embedding size {dim}, got {pq_bytes}")
     lists = lists or max(1, min(len(sample) // 39, MAX_DEFAULT_LISTS))
     needed = max(lists, PQ_CENTROIDS)
     if len(sample) < needed:
