@@ -39,7 +39,7 @@ VARIANTS = {
     "+contrastive (full)": {
         "pyramid": "ghost",
         "deformable_blocks": 1,
-        "contrastive_weight": 0.5,
+        "contrastive_weight": 0.1,
         "cosine_classifier": True,
     },
 }

@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--pyramid", choices=["ghost", "standard"], default="ghost")
     train.add_argument("--deformable-blocks", type=int, default=1)
-    train.add_argument("--contrastive-weight", type=float, default=0.5)
+    train.add_argument("--contrastive-weight", type=float, default=0.1)
     train.add_argument("--linear-classifier", action="store_true", help="softmax classifier instead of cosine")
     enroll.add_argument("--model", type=Path, required=True)
     enroll.add_argument("--memory", type=Path, required=True, help="memory file (extended if it exists)")

@@ -47,7 +47,7 @@ class FewShotDetector(LightningModule):
         pyramid: PyramidKind = "ghost",
         pyramid_channels: int = 128,
         deformable_blocks: int = 1,
-        contrastive_weight: float = 0.5,
+        contrastive_weight: float = 0.1,
         cosine_classifier: bool = True,
         representation_size: int = 256,
         learning_rate: float = 2e-4,

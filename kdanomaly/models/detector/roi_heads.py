@@ -38,7 +38,7 @@ class ContrastiveRoIHeads(RoIHeads):
     def __init__(
         self,
         encoder: nn.Module | None,
-        contrastive_weight: float = 0.5,
+        contrastive_weight: float = 0.1,
         temperature: float = 0.2,
         iou_threshold: float = 0.7,
         **roi_heads: object,
