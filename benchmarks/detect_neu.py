@@ -7,6 +7,8 @@ Supervised: every variant is trained for ``--steps`` steps (batch ``--batch-size
 seeded 80 % training split (``--sizes``, ``full`` = all of it) and evaluated on the fixed 20 % test split with
 torchmetrics' COCO-style mAP at IoU 0.5. Novel: the full model trained on the base classes' images, ``--novel-k``
 boxed images of each novel class enrolled, AP of the novel classes on the test images that hold only them.
+Results are written after each trained model; ``--resume`` keeps those already in ``--out`` (same settings; other
+sizes, variants and protocols may be added) and runs the rest.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning.pytorch import Trainer, seed_everything
 from torch.utils.data import DataLoader
 from torchmetrics.detection import MeanAveragePrecision
 
-from benchmarks.report import run_header
+from benchmarks.report import continued_report, run_header
 from kdanomaly.data.detection import BoxedImage, DetectionDataset, collate, only_classes, per_class, read_neu_det, split
 from kdanomaly.memory import PrototypeMemory
 from kdanomaly.models.detector import FewShotDetector
@@ -106,7 +109,8 @@ def supervised(
 ) -> None:
     for size in args.sizes:
         chosen = records if size == "full" else per_class(records, int(size), args.seed)
-        for name in args.variants:
+        cells = report.setdefault("supervised", {}).setdefault(f"{size}/class" if size != "full" else "full", {})
+        for name in (name for name in args.variants if name not in cells):
             seed_everything(args.seed)
             detector = FewShotDetector(classes, image_size=args.image_size, **VARIANTS[name])
             seconds = train(detector, chosen, args)
@@ -115,9 +119,7 @@ def supervised(
                 "parameters": sum(p.numel() for p in detector.parameters()),
                 "inference_ms_per_image": inference_ms(detector, test, args),
             } | average_precision(detector, test, classes, args)  # fmt: skip
-            report.setdefault("supervised", {}).setdefault(f"{size}/class" if size != "full" else "full", {})[name] = (
-                row
-            )
+            cells[name] = row
             print(f"{size} {name}: {row}", flush=True)
             args.out.write_text(json.dumps(report, indent=2))
 
@@ -148,16 +150,19 @@ def main() -> None:
     parser.add_argument("--novel-k", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--protocols", nargs="+", default=["supervised", "novel"], choices=["supervised", "novel"])
+    parser.add_argument("--resume", action="store_true", help="keep the results already in --out, run the rest")
     args = parser.parse_args()
     records, classes = read_neu_det(args.root)
     train_records, test_records = split(records, 0.2, args.seed)
-    report: dict[str, object] = run_header(args) | {
+    report: dict[str, Any] = run_header(args) | {
         "train_images": len(train_records),
         "test_images": len(test_records),
     }
+    if args.resume:
+        report = continued_report(args.out, report, {"sizes": None, "variants": list(VARIANTS), "protocols": None})
     if "supervised" in args.protocols:
         supervised(train_records, test_records, classes, args, report)
-    if "novel" in args.protocols:
+    if "novel" in args.protocols and "novel" not in report:
         novel(train_records, test_records, args, report)
 
 

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks.report import run_header
+from benchmarks.report import continued_report, run_header
 from kdanomaly.data.labelled_images import LabelledImages, list_labelled_images, load_images
 from kdanomaly.memory import PrototypeMemory
 from kdanomaly.models.fewshot import FewShotRecognizer
@@ -175,21 +174,6 @@ def small_data(data: LabelledImages, images: torch.Tensor, args: argparse.Namesp
             args.out.write_text(json.dumps(report, indent=2))
 
 
-def continued_report(out: Path, fresh: dict) -> dict:
-    """The report in ``out`` if it was made with the same settings (the same draws follow), else an error."""
-    if not out.exists():
-        return fresh
-    stored = json.loads(out.read_text())
-    differing = {
-        key for key in (stored["settings"].keys() | fresh["settings"].keys()) - {"resume", "out", "models"}
-        if stored["settings"].get(key) != fresh["settings"].get(key)
-    }  # fmt: skip
-    if differing:
-        raise SystemExit(f"{out} was made with other settings ({sorted(differing)}); cannot resume it")
-    ran = set(ast.literal_eval(stored["settings"]["models"])) | set(ast.literal_eval(fresh["settings"]["models"]))
-    return stored | {"settings": fresh["settings"] | {"models": str([name for name in MODELS if name in ran])}}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="NEU IMAGES folder (<class>_<n>.jpg)")
@@ -212,7 +196,7 @@ def main() -> None:
     images = load_images(data.paths, args.size)
     report = run_header(args)
     if args.resume:
-        report = continued_report(args.out, report)
+        report = continued_report(args.out, report, {"models": list(MODELS)})
     if "novel" in args.protocols and "novel" not in report:
         report["novel"] = novel_classes(data, images, args)
         args.out.write_text(json.dumps(report, indent=2))  # kept if the small-data protocol is interrupted
