@@ -14,6 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from kdanomaly.data import image_files
+from kdanomaly.trainer_options import add_trainer_options, trainer_options
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--deformable-blocks", type=int, default=1)
     train.add_argument("--contrastive-weight", type=float, default=0.1)
     train.add_argument("--linear-classifier", action="store_true", help="softmax classifier instead of cosine")
+    add_trainer_options(train)
     enroll.add_argument("--model", type=Path, required=True)
     enroll.add_argument("--memory", type=Path, required=True, help="memory file (extended if it exists)")
     predict = commands.add_parser("predict", help="boxes and defect types as JSON lines and drawn images")
@@ -52,6 +54,7 @@ def _train(args: argparse.Namespace) -> None:
     from torch.utils.data import DataLoader
 
     from kdanomaly.data.detection import DetectionDataset, collate, per_class, read_annotated, split
+    from kdanomaly.models.components.distributed import evaluation_sampler
     from kdanomaly.models.detector import FewShotDetector
 
     seed_everything(args.seed)
@@ -66,15 +69,19 @@ def _train(args: argparse.Namespace) -> None:
     loader = DataLoader(
         DetectionDataset(train_records, classes, args.image_size), args.batch_size, shuffle=True, collate_fn=collate
     )
-    held_out = DataLoader(DetectionDataset(test_records, classes, args.image_size), 8, collate_fn=collate)
     trainer = Trainer(
-        max_epochs=args.epochs, logger=False, enable_checkpointing=False, check_val_every_n_epoch=args.epochs
-    )
+        max_epochs=args.epochs, logger=False, enable_checkpointing=False, check_val_every_n_epoch=args.epochs,
+        **trainer_options(args),
+    )  # fmt: skip
+    held_out_data = DetectionDataset(test_records, classes, args.image_size)
+    sampler = evaluation_sampler(held_out_data, trainer)
+    held_out = DataLoader(held_out_data, 8, sampler=sampler, collate_fn=collate)
     trainer.fit(detector, loader, held_out)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     trainer.save_checkpoint(args.out)
     map_50 = float(trainer.callback_metrics["map_50"])
-    print(f"trained on {len(train_records)} images of {classes}; held-out mAP@0.5 {map_50:.4f}: {args.out}")
+    if trainer.is_global_zero:
+        print(f"trained on {len(train_records)} images of {classes}; held-out mAP@0.5 {map_50:.4f}: {args.out}")
 
 
 def _enroll(args: argparse.Namespace) -> None:

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from kdanomaly.data import image_files
 from kdanomaly.data.labelled_images import list_labelled_images, load_images
+from kdanomaly.trainer_options import add_trainer_options, trainer_options
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--backbone", default="tf_efficientnet_lite0")
+    add_trainer_options(train)
     enroll = commands.add_parser("enroll", help="add labelled reference images to a prototype memory")
     enroll.add_argument("--model", type=Path, required=True)
     enroll.add_argument("--data", type=Path, required=True, help="class folders or <class>_<n> images")
@@ -57,11 +59,12 @@ def _train(args: argparse.Namespace) -> None:
     labels = torch.tensor([data.classes.index(label) for label in data.labels])
     recognizer = FewShotRecognizer(data.classes, args.backbone)
     loader = DataLoader(TensorDataset(images, labels), batch_size=args.batch_size, shuffle=True)
-    trainer = Trainer(max_epochs=args.epochs, logger=False, enable_checkpointing=False)
+    trainer = Trainer(max_epochs=args.epochs, logger=False, enable_checkpointing=False, **trainer_options(args))
     trainer.fit(recognizer, loader)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     trainer.save_checkpoint(args.out)
-    print(f"trained on {len(images)} images of {data.classes}: {args.out}")
+    if trainer.is_global_zero:
+        print(f"trained on {len(images)} images of {data.classes}: {args.out}")
 
 
 def _enroll(args: argparse.Namespace) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +17,8 @@ if TYPE_CHECKING:
 
 IMAGE_SIZE = 128
 CATEGORY = "weave"
+# Real DDP on this CPU: two processes that Lightning launches itself, talking over gloo.
+DDP_ON_TWO_CPU_PROCESSES = ["--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "2"]
 
 
 @dataclass
@@ -29,11 +33,11 @@ class TrainedRun:
     n_train: int
 
 
-def synthetic_datamodule(root: Path) -> MVTecAD:
-    """An MVTecAD datamodule over the synthetic set under ``root`` (batch 8 / 32, no workers)."""
+def synthetic_datamodule(root: Path, eval_batch_size: int = 32) -> MVTecAD:
+    """An MVTecAD datamodule over the synthetic set under ``root`` (training batch 8, no workers)."""
     from anomalib.data import MVTecAD
 
-    return MVTecAD(root=root, category=CATEGORY, train_batch_size=8, eval_batch_size=32, num_workers=0)
+    return MVTecAD(root=root, category=CATEGORY, train_batch_size=8, eval_batch_size=eval_batch_size, num_workers=0)
 
 
 def train_and_test(
@@ -53,6 +57,16 @@ def train_and_test(
     )
     engine.fit(model, datamodule=datamodule)
     return engine, engine.test(model, datamodule=datamodule, verbose=False)[0]
+
+
+def run_command(*arguments: object) -> str:
+    """``kdanomaly <arguments>`` in a new Python process (Lightning's DDP launcher re-runs the command line, so not
+    inside pytest); its stdout and stderr together, after checking it succeeded."""
+    command = [sys.executable, "-m", "kdanomaly.cli", *map(str, arguments)]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    output = finished.stdout + finished.stderr
+    assert finished.returncode == 0, output[-4000:]
+    return output
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import DDP_ON_TWO_CPU_PROCESSES, run_command
 from torch import nn
 from torchvision.io import write_png
 from torchvision.ops import DeformConv2d
@@ -233,3 +235,26 @@ def test_detect_cli_trains_enrolls_and_writes_predictions(tmp_path: Path, capsys
     assert len(list(out.glob("scene_*.png"))) == 6
     with pytest.raises(ValueError, match="do not occur"):
         main(["detect", "enroll", "--model", str(model), *enroll[:4], "--classes", "dent", "--memory", str(memory)])
+
+
+def test_detect_train_under_ddp_writes_one_checkpoint_and_prints_once(tmp_path: Path) -> None:
+    images, annotations = _write_voc(tmp_path / "data", _boxed_scenes(7), ("bar", "square"))
+    model = tmp_path / "detector.ckpt"
+    from lightning.pytorch import Trainer
+    from torch.utils.data import DataLoader
+
+    from kdanomaly.data.detection import DetectionDataset, collate, read_annotated, split
+
+    data = ["--images", images, "--annotations", annotations, "--test-fraction", "0.43"]
+    budget = ["--image-size", "96", "--epochs", "8", "--batch-size", "1"]
+    output = run_command("detect", "train", *data, *budget, "--out", model, *DDP_ON_TWO_CPU_PROCESSES)
+    assert "MEMBER: 2/2" in output and output.count("held-out mAP@0.5") == 1  # printed by rank 0 only
+    detector = FewShotDetector.load_from_checkpoint(model)
+    assert detector.class_names == ["bar", "square"]
+    # the 3 held-out images scored 2 + 1 by the two processes give the mAP of one process scoring all 3
+    held_out = split(read_annotated(images, annotations)[0], 0.43, 0)[1]
+    assert len(held_out) == 3
+    loader = DataLoader(DetectionDataset(held_out, detector.class_names, 96), 8, collate_fn=collate)
+    trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    one_process = trainer.validate(detector, loader, verbose=False)[0]["map_50"]
+    assert one_process > 0.1 and re.search(r"held-out mAP@0.5 (\S+):", output)[1] == f"{one_process:.4f}"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DDP_ON_TWO_CPU_PROCESSES, run_command
 
 from kdanomaly.data.labelled_images import list_labelled_images, load_images
 from kdanomaly.models.fewshot import FewShotRecognizer
@@ -157,3 +158,17 @@ def test_fewshot_command_trains_enrolls_and_classifies(tmp_path: Path, capsys: p
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(rows) == 18 and {row["type"] for row in rows} <= {"stripes", "checks", "blobs"}
     assert all(-1 <= row["similarity"] <= 1 for row in rows)
+
+
+def test_fewshot_command_trains_under_ddp_to_one_checkpoint(tmp_path: Path) -> None:
+    from torchvision.io import write_png
+
+    for kind, name in enumerate(["stripes", "checks"]):
+        for index, image in enumerate(_textures(6, kind)):
+            write_png((image * 255).to(torch.uint8), str(tmp_path / f"{name}_{index}.png"))
+    checkpoint = tmp_path / "recognizer.ckpt"
+    output = run_command("fewshot", "train", "--data", tmp_path, "--out", checkpoint, "--epochs", "2",
+                         "--batch-size", "4", "--size", "64", *DDP_ON_TWO_CPU_PROCESSES)  # fmt: skip
+    assert "MEMBER: 2/2" in output and output.count("trained on 12 images") == 1  # printed by rank 0 only
+    recognizer = FewShotRecognizer.load_from_checkpoint(checkpoint)
+    assert recognizer.class_names == ["checks", "stripes"] and recognizer.embed(_textures(2, 0, 64)).shape[0] == 2

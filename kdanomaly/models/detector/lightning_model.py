@@ -15,10 +15,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch import LightningModule
 from torchmetrics.detection import MeanAveragePrecision
 
 from kdanomaly.memory import PrototypeMemory
+from kdanomaly.models.components.distributed import objects_of_every_process
 
 from .torch_model import DefectDetectorNet, PyramidKind
 
@@ -64,7 +66,9 @@ class FewShotDetector(LightningModule):
             contrastive_weight, cosine_classifier, representation_size, pretrained,
         )  # fmt: skip
         self.learning_rate, self.weight_decay = learning_rate, weight_decay
-        self.map = MeanAveragePrecision(iou_thresholds=[0.5], class_metrics=True)
+        # Synchronised by hand: torchmetrics' own sync needs as many images on every process (no exact sharding).
+        self.map = MeanAveragePrecision(iou_thresholds=[0.5], class_metrics=True, sync_on_compute=False)
+        self._held_out: list[tuple[list[Detection], list[dict[str, torch.Tensor]]]] = []
 
     def training_step(self, batch: Batch, *args: Any) -> torch.Tensor:
         images, targets = batch
@@ -75,11 +79,15 @@ class FewShotDetector(LightningModule):
 
     def validation_step(self, batch: Batch, *args: Any) -> None:
         images, targets = batch
-        self.map.update(self.model(list(images)), targets)
+        self._held_out.append(move_data_to_device((self.model(list(images)), targets), "cpu"))
 
     def on_validation_epoch_end(self) -> None:
-        self.log("map_50", self.map.compute()["map_50"], prog_bar=True)
+        """mAP@0.5 over every process's held-out images (each scored once under DDP, see ``evaluation_sampler``)."""
+        for detections, targets in objects_of_every_process(self._held_out):
+            self.map.update(detections, targets)
+        self.log("map_50", self.map.compute()["map_50"], prog_bar=True, sync_dist=True)  # the same on every process
         self.map.reset()
+        self._held_out.clear()
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW over the trainable parameters; linear warm-up over the first 5 % of the steps, then cosine decay."""

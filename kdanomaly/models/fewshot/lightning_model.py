@@ -17,6 +17,7 @@ from lightning.pytorch import LightningModule
 from torchvision.transforms.v2 import Normalize
 
 from kdanomaly.memory import Prediction, PrototypeMemory
+from kdanomaly.models.components.distributed import gathered
 from kdanomaly.weights import input_statistics
 
 from .augment import DefectViews
@@ -82,11 +83,12 @@ class FewShotRecognizer(LightningModule):
         return self.model(self.normalize(images))
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], *args: Any) -> torch.Tensor:
-        """Embed originals and two views in one pass; contrastive + ArcFace loss."""
+        """Embed originals and two views in one pass; contrastive + ArcFace loss over the global batch (under DDP the
+        other processes' embeddings are negatives too, as in one process)."""
         del args
         images, labels = batch
         stacked = torch.cat([images, self.views(images), self.views(images)])
-        original, view1, view2 = self(stacked)[1].chunk(3)
+        original, view1, view2, labels = gathered(*self(stacked)[1].chunk(3), labels)
         losses = self.loss(original, view1, view2, labels)
         self.log_dict({f"train_{k}": v.detach() for k, v in losses.items()}, prog_bar=True, batch_size=len(images))
         return losses["loss"]

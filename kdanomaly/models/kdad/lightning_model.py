@@ -22,6 +22,7 @@ from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
+from lightning.pytorch import Callback
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import Compose, Normalize, Resize
@@ -32,6 +33,7 @@ from kdanomaly.models.components.backbone import (
     validate_backbone,
     validate_image_size,
 )
+from kdanomaly.models.components.distributed import UnrepeatedEvaluation, match_rank_zero
 from kdanomaly.weights import input_statistics
 
 from .anomaly_map import Fusion
@@ -154,6 +156,7 @@ class KDAnomaly(AnomalibModule):
             on_step=False,
             prog_bar=True,
             batch_size=batch.image.shape[0],
+            sync_dist=True,
         )
         return {"loss": losses["loss"]}
 
@@ -169,15 +172,21 @@ class KDAnomaly(AnomalibModule):
 
     def on_validation_start(self) -> None:
         """Build the normal memory (and map statistics) for the current student before validating."""
+        self._evaluate_rank_zero_student()
         self._refresh_memory()
 
     def on_test_start(self) -> None:
         """Build the normal memory if training happened since it was built (or it never was)."""
+        self._evaluate_rank_zero_student()
         self._refresh_memory()
 
     def on_predict_start(self) -> None:
         """Build the normal memory if needed and training images are at hand; a loaded checkpoint has it."""
         self._refresh_memory()
+
+    def _evaluate_rank_zero_student(self) -> None:
+        """Under DDP, give every process rank 0's student buffers (BatchNorm statistics), the checkpoint's."""
+        match_rank_zero(self.model.student.buffers())
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """A checkpoint always carries a normal memory built with its own student (and Anomalib's components)."""
@@ -226,6 +235,10 @@ class KDAnomaly(AnomalibModule):
         """Adam over the student and SSPCAB parameters; the teacher has none that require grad."""
         trainable = [parameter for parameter in self.model.parameters() if parameter.requires_grad]
         return torch.optim.Adam(trainable, lr=self.learning_rate, weight_decay=self.weight_decay)
+
+    def configure_callbacks(self) -> list[Callback]:
+        """Anomalib's component callbacks, and exact evaluation under DDP (no image scored twice)."""
+        return [*super().configure_callbacks(), UnrepeatedEvaluation()]
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:
