@@ -43,7 +43,7 @@ VARIANTS = {
         "pyramid": "ghost",
         "deformable_blocks": 1,
         "contrastive_weight": 0.1,
-        "cosine_classifier": True,
+        "cosine_classifier": False,
     },
 }
 BASE = ["inclusion", "patches", "rolled-in_scale"]

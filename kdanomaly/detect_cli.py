@@ -36,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--pyramid", choices=["ghost", "standard"], default="ghost")
     train.add_argument("--deformable-blocks", type=int, default=1)
     train.add_argument("--contrastive-weight", type=float, default=0.1)
-    train.add_argument("--linear-classifier", action="store_true", help="softmax classifier instead of cosine")
+    train.add_argument(
+        "--cosine-classifier", action="store_true", help="cosine-similarity class logits instead of the linear ones"
+    )
     add_trainer_options(train)
     enroll.add_argument("--model", type=Path, required=True)
     enroll.add_argument("--memory", type=Path, required=True, help="memory file (extended if it exists)")
@@ -64,7 +66,7 @@ def _train(args: argparse.Namespace) -> None:
         train_records = per_class(train_records, args.per_class, args.seed)
     detector = FewShotDetector(
         classes, image_size=args.image_size, pyramid=args.pyramid, deformable_blocks=args.deformable_blocks,
-        contrastive_weight=args.contrastive_weight, cosine_classifier=not args.linear_classifier,
+        contrastive_weight=args.contrastive_weight, cosine_classifier=args.cosine_classifier,
     )  # fmt: skip
     loader = DataLoader(
         DetectionDataset(train_records, classes, args.image_size), args.batch_size, shuffle=True, collate_fn=collate

@@ -32,7 +32,7 @@ class FewShotDetector(LightningModule):
     """Trains on boxed images (``(images, targets)`` batches, torchvision targets, labels ``1..len(class_names)``).
 
     Validation logs ``map_50`` (COCO-style mAP at IoU 0.5, torchmetrics). The plain baseline of the README's
-    ablation is ``pyramid="standard", deformable_blocks=0, contrastive_weight=0, cosine_classifier=False``.
+    ablation is ``pyramid="standard", deformable_blocks=0, contrastive_weight=0``.
 
     Args:
         class_names: trained defect types.
@@ -50,7 +50,7 @@ class FewShotDetector(LightningModule):
         pyramid_channels: int = 128,
         deformable_blocks: int = 1,
         contrastive_weight: float = 0.1,
-        cosine_classifier: bool = True,
+        cosine_classifier: bool = False,
         representation_size: int = 256,
         learning_rate: float = 2e-4,
         weight_decay: float = 1e-4,
