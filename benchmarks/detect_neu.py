@@ -7,8 +7,9 @@ Supervised: every variant is trained for ``--steps`` steps (batch ``--batch-size
 seeded 80 % training split (``--sizes``, ``full`` = all of it) and evaluated on the fixed 20 % test split with
 torchmetrics' COCO-style mAP at IoU 0.5. Novel: the full model trained on the base classes' images, ``--novel-k``
 boxed images of each novel class enrolled, AP of the novel classes on the test images that hold only them.
-Results are written after each trained model; ``--resume`` keeps those already in ``--out`` (same settings; other
-sizes, variants and protocols may be added) and runs the rest.
+Results are written after each trained model, with the model's settings; ``--resume`` keeps those already in
+``--out`` (same settings; other sizes, variants and protocols may be added) and runs the rest, and again any whose
+variant has been redefined since.
 """
 
 from __future__ import annotations
@@ -110,12 +111,12 @@ def supervised(
     for size in args.sizes:
         chosen = records if size == "full" else per_class(records, int(size), args.seed)
         cells = report.setdefault("supervised", {}).setdefault(f"{size}/class" if size != "full" else "full", {})
-        for name in (name for name in args.variants if name not in cells):
+        for name in (name for name in args.variants if cells.get(name, {}).get("model") != VARIANTS[name]):
             seed_everything(args.seed)
             detector = FewShotDetector(classes, image_size=args.image_size, **VARIANTS[name])
             seconds = train(detector, chosen, args)
             row = {
-                "images": len(chosen), "steps": args.steps, "train_seconds": round(seconds, 1),
+                "model": VARIANTS[name], "images": len(chosen), "steps": args.steps, "train_seconds": round(seconds, 1),
                 "parameters": sum(p.numel() for p in detector.parameters()),
                 "inference_ms_per_image": inference_ms(detector, test, args),
             } | average_precision(detector, test, classes, args)  # fmt: skip
@@ -132,7 +133,10 @@ def novel(records: list[BoxedImage], test: list[BoxedImage], args: argparse.Name
     references = per_class(only_classes(records, NOVEL), args.novel_k, args.seed)
     images, targets = collate(list(DetectionDataset(references, NOVEL, args.image_size)))
     memory = detector.enroll(list(images), [t["boxes"] for t in targets], [list(r.labels) for r in references])
-    row = {"base_images": len(base_images), "train_seconds": round(seconds, 1), "references": len(references)}
+    row = {
+        "model": VARIANTS["+contrastive (full)"], "base_images": len(base_images), "train_seconds": round(seconds, 1),
+        "references": len(references),
+    }  # fmt: skip
     report["novel"] = row | average_precision(detector, only_classes(test, NOVEL), NOVEL, args, memory)
     print(f"novel: {report['novel']}", flush=True)
     args.out.write_text(json.dumps(report, indent=2))
@@ -162,7 +166,7 @@ def main() -> None:
         report = continued_report(args.out, report, {"sizes": None, "variants": list(VARIANTS), "protocols": None})
     if "supervised" in args.protocols:
         supervised(train_records, test_records, classes, args, report)
-    if "novel" in args.protocols and "novel" not in report:
+    if "novel" in args.protocols and report.get("novel", {}).get("model") != VARIANTS["+contrastive (full)"]:
         novel(train_records, test_records, args, report)
 
 
