@@ -47,8 +47,14 @@ VARIANTS = {
         "cosine_classifier": False,
     },
 }
+FULL = "+contrastive (full)"
 BASE = ["inclusion", "patches", "rolled-in_scale"]
 NOVEL = ["crazing", "pitted_surface", "scratches"]
+
+
+def made_with(cell: dict[str, Any] | None, variant: str) -> bool:
+    """Whether a stored result ``cell`` was made with ``variant`` as it is defined now."""
+    return cell is not None and cell.get("model") == VARIANTS[variant]
 
 
 def train(detector: FewShotDetector, records: list[BoxedImage], args: argparse.Namespace) -> float:
@@ -111,7 +117,7 @@ def supervised(
     for size in args.sizes:
         chosen = records if size == "full" else per_class(records, int(size), args.seed)
         cells = report.setdefault("supervised", {}).setdefault(f"{size}/class" if size != "full" else "full", {})
-        for name in (name for name in args.variants if cells.get(name, {}).get("model") != VARIANTS[name]):
+        for name in (name for name in args.variants if not made_with(cells.get(name), name)):
             seed_everything(args.seed)
             detector = FewShotDetector(classes, image_size=args.image_size, **VARIANTS[name])
             seconds = train(detector, chosen, args)
@@ -127,14 +133,14 @@ def supervised(
 
 def novel(records: list[BoxedImage], test: list[BoxedImage], args: argparse.Namespace, report: dict) -> None:
     seed_everything(args.seed)
-    detector = FewShotDetector(BASE, image_size=args.image_size, **VARIANTS["+contrastive (full)"])
+    detector = FewShotDetector(BASE, image_size=args.image_size, **VARIANTS[FULL])
     base_images = only_classes(records, BASE)
     seconds = train(detector, base_images, args)
     references = per_class(only_classes(records, NOVEL), args.novel_k, args.seed)
     images, targets = collate(list(DetectionDataset(references, NOVEL, args.image_size)))
     memory = detector.enroll(list(images), [t["boxes"] for t in targets], [list(r.labels) for r in references])
     row = {
-        "model": VARIANTS["+contrastive (full)"], "base_images": len(base_images), "train_seconds": round(seconds, 1),
+        "model": VARIANTS[FULL], "base_images": len(base_images), "train_seconds": round(seconds, 1),
         "references": len(references),
     }  # fmt: skip
     report["novel"] = row | average_precision(detector, only_classes(test, NOVEL), NOVEL, args, memory)
@@ -166,7 +172,7 @@ def main() -> None:
         report = continued_report(args.out, report, {"sizes": None, "variants": list(VARIANTS), "protocols": None})
     if "supervised" in args.protocols:
         supervised(train_records, test_records, classes, args, report)
-    if "novel" in args.protocols and report.get("novel", {}).get("model") != VARIANTS["+contrastive (full)"]:
+    if "novel" in args.protocols and not made_with(report.get("novel"), FULL):
         novel(train_records, test_records, args, report)
 
 
