@@ -5,7 +5,9 @@ enrolled in the prototype memory.
 
 Supervised: every variant is trained for ``--steps`` steps (batch ``--batch-size``) on k images per class of the
 seeded 80 % training split (``--sizes``, ``full`` = all of it) and evaluated on the fixed 20 % test split with
-torchmetrics' COCO-style mAP at IoU 0.5. Novel: the full model trained on the base classes' images, ``--novel-k``
+torchmetrics' COCO-style mAP at IoU 0.5. ``--draws`` repeats each cell with other seeds for the k images and the
+initial weights (the split stays that of ``--seed``); a draw other than ``--seed`` gets its own cell, ``"30/class,
+draw 1"``. Novel: the full model trained on the base classes' images, ``--novel-k``
 boxed images of each novel class enrolled, AP of the novel classes on the test images that hold only them.
 Results are written after each trained model, with the model's settings; ``--resume`` keeps those already in
 ``--out`` (same settings; other sizes, variants and protocols may be added) and runs the rest, and again any whose
@@ -114,11 +116,12 @@ def inference_ms(detector: FewShotDetector, records: list[BoxedImage], args: arg
 def supervised(
     records: list[BoxedImage], test: list[BoxedImage], classes: list[str], args: argparse.Namespace, report: dict
 ) -> None:
-    for size in args.sizes:
-        chosen = records if size == "full" else per_class(records, int(size), args.seed)
-        cells = report.setdefault("supervised", {}).setdefault(f"{size}/class" if size != "full" else "full", {})
+    for size, draw in ((size, draw) for size in args.sizes for draw in args.draws):
+        chosen = records if size == "full" else per_class(records, int(size), draw)
+        key = (f"{size}/class" if size != "full" else "full") + (f", draw {draw}" if draw != args.seed else "")
+        cells = report.setdefault("supervised", {}).setdefault(key, {})
         for name in (name for name in args.variants if not made_with(cells.get(name), name)):
-            seed_everything(args.seed)
+            seed_everything(draw)
             detector = FewShotDetector(classes, image_size=args.image_size, **VARIANTS[name])
             seconds = train(detector, chosen, args)
             row = {
@@ -127,7 +130,7 @@ def supervised(
                 "inference_ms_per_image": inference_ms(detector, test, args),
             } | average_precision(detector, test, classes, args)  # fmt: skip
             cells[name] = row
-            print(f"{size} {name}: {row}", flush=True)
+            print(f"{key} {name}: {row}", flush=True)
             args.out.write_text(json.dumps(report, indent=2))
 
 
@@ -158,7 +161,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--novel-k", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the train/test split (and of draw --seed)")
+    parser.add_argument("--draws", nargs="+", type=int, default=[0], help="seeds of the k images and initial weights")
     parser.add_argument("--protocols", nargs="+", default=["supervised", "novel"], choices=["supervised", "novel"])
     parser.add_argument("--resume", action="store_true", help="keep the results already in --out, run the rest")
     args = parser.parse_args()
@@ -169,7 +173,9 @@ def main() -> None:
         "test_images": len(test_records),
     }
     if args.resume:
-        report = continued_report(args.out, report, {"sizes": None, "variants": list(VARIANTS), "protocols": None})
+        report = continued_report(
+            args.out, report, {"sizes": None, "variants": list(VARIANTS), "protocols": None, "draws": None}
+        )
     if "supervised" in args.protocols:
         supervised(train_records, test_records, classes, args, report)
     if "novel" in args.protocols and not made_with(report.get("novel"), FULL):
