@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2.functional import resize
 
 from kdanomaly.data import IMAGE_SUFFIXES, image_files
+from kdanomaly.data.images import read_image
 
 
 @dataclass(frozen=True)
@@ -56,12 +56,5 @@ def list_labelled_images(root: str | Path) -> LabelledImages:
 
 
 def load_images(paths: Sequence[Path], size: int) -> torch.Tensor:
-    """Images as ``(N, 3, size, size)`` floats in ``[0, 1]`` (gray ones repeated to RGB); names a bad file."""
-    loaded = []
-    for path in paths:
-        try:
-            image = decode_image(str(path), mode=ImageReadMode.RGB)
-        except (RuntimeError, OSError) as error:
-            raise ValueError(f"cannot read image {path}: {error}") from error
-        loaded.append(resize(image, [size, size], antialias=True).float() / 255)
-    return torch.stack(loaded)
+    """Images as ``(N, 3, size, size)`` floats in ``[0, 1]``, read as ``read_image`` does; names a bad file."""
+    return torch.stack([resize(read_image(path), [size, size], antialias=True).clamp_(0, 1) for path in paths])
