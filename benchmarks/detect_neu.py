@@ -9,9 +9,9 @@ torchmetrics' COCO-style mAP at IoU 0.5. ``--draws`` repeats each cell with othe
 initial weights (the split stays that of ``--seed``); a draw other than ``--seed`` gets its own cell, ``"30/class,
 draw 1"``. Novel: the full model trained on the base classes' images, ``--novel-k``
 boxed images of each novel class enrolled, AP of the novel classes on the test images that hold only them.
-Results are written after each trained model, with the model's settings; ``--resume`` keeps those already in
-``--out`` (same settings; other sizes, variants and protocols may be added) and runs the rest, and again any whose
-variant has been redefined since.
+Results are written after each trained model, with the model's settings and the torch version; ``--resume`` keeps
+those already in ``--out`` (same settings; other sizes, variants and protocols may be added) and runs the rest, and
+again any whose variant has been redefined since.
 """
 
 from __future__ import annotations
@@ -125,7 +125,8 @@ def supervised(
             detector = FewShotDetector(classes, image_size=args.image_size, **VARIANTS[name])
             seconds = train(detector, chosen, args)
             row = {
-                "model": VARIANTS[name], "images": len(chosen), "steps": args.steps, "train_seconds": round(seconds, 1),
+                "model": VARIANTS[name], "torch": torch.__version__, "images": len(chosen), "steps": args.steps,
+                "train_seconds": round(seconds, 1),
                 "parameters": sum(p.numel() for p in detector.parameters()),
                 "inference_ms_per_image": inference_ms(detector, test, args),
             } | average_precision(detector, test, classes, args)  # fmt: skip
@@ -143,7 +144,8 @@ def novel(records: list[BoxedImage], test: list[BoxedImage], args: argparse.Name
     images, targets = collate(list(DetectionDataset(references, NOVEL, args.image_size)))
     memory = detector.enroll(list(images), [t["boxes"] for t in targets], [list(r.labels) for r in references])
     row = {
-        "model": VARIANTS[FULL], "base_images": len(base_images), "train_seconds": round(seconds, 1),
+        "model": VARIANTS[FULL], "torch": torch.__version__, "base_images": len(base_images),
+        "train_seconds": round(seconds, 1),
         "references": len(references),
     }  # fmt: skip
     report["novel"] = row | average_precision(detector, only_classes(test, NOVEL), NOVEL, args, memory)
