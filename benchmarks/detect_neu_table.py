@@ -1,4 +1,5 @@
-"""README tables of a ``detect_neu`` result file: every cell of the split seed's draw, and each variant's mAP per draw.
+"""README tables of a ``detect_neu`` result file: every cell of the split seed's draw; each variant's mAP per draw
+and its difference to plain on the same draws.
 
 python -m benchmarks.detect_neu_table benchmarks/results/detect_neu.json
 """
@@ -47,8 +48,18 @@ def cell_rows(report: dict) -> list[str]:
     return rows
 
 
+def _minus_plain(scores: dict[int, float], plain: dict[int, float]) -> str:
+    """A variant's mAP minus plain's on each draw both ran (same k images, same seed), and their mean; — if none."""
+    shared = sorted(scores.keys() & plain.keys())
+    if not shared:
+        return "—"
+    gains = [scores[d] - plain[d] for d in shared]
+    return ", ".join(f"{g:+.2f}" for g in gains) + f" (mean {statistics.mean(gains):+.2f})"
+
+
 def draw_rows(report: dict, seed: int) -> list[str]:
-    """Per size and variant run on more than one draw: mAP@0.5 of every draw, their mean and standard deviation."""
+    """Per size and variant run on more than one draw: mAP@0.5 of every draw, their mean and standard deviation, and
+    the difference to plain draw by draw."""
     by_variant: dict[tuple[str, str], dict[int, float]] = {}
     for size, draw, cells in _by_size(report):
         for name, cell in cells.items():
@@ -58,7 +69,8 @@ def draw_rows(report: dict, seed: int) -> list[str]:
         if len(scores) > 1:
             per_draw = ", ".join(f"{scores[d]:.2f}" for d in sorted(scores))
             mean, spread = statistics.mean(scores.values()), statistics.stdev(scores.values())
-            rows.append(f"| {size} | {LABELS[name]} | {per_draw} | {mean:.2f} ± {spread:.2f} |")
+            gain = "—" if name == "plain" else _minus_plain(scores, by_variant.get((size, "plain"), {}))
+            rows.append(f"| {size} | {LABELS[name]} | {per_draw} | {mean:.2f} ± {spread:.2f} | {gain} |")
     return rows
 
 
