@@ -5,10 +5,11 @@ enrolled in the prototype memory.
 
 Supervised: every variant is trained for ``--steps`` steps (batch ``--batch-size``) on k images per class of the
 seeded 80 % training split (``--sizes``, ``full`` = all of it) and evaluated on the fixed 20 % test split with
-torchmetrics' COCO-style mAP at IoU 0.5. ``--draws`` repeats each cell with other seeds for the k images and the
-initial weights (the split stays that of ``--seed``); a draw other than ``--seed`` gets its own cell, ``"30/class,
-draw 1"``. Novel: the full model trained on the base classes' images, ``--novel-k``
-boxed images of each novel class enrolled, AP of the novel classes on the test images that hold only them.
+torchmetrics' COCO-style mAP at IoU 0.5; ``--flips`` trains on randomly flipped images. ``--draws`` repeats each cell
+with other seeds for the k images and the initial weights (the split stays that of ``--seed``); a draw other than
+``--seed`` gets its own cell, ``"30/class, draw 1"``. Novel: the full model trained on the base classes' images,
+``--novel-k`` boxed images of each novel class enrolled, AP of the novel classes on the test images that hold only
+them. ``--checkpoints`` keeps each trained detector, so a cell can be evaluated again without training.
 Results are written after each trained model, with the model's settings and the torch version; ``--resume`` keeps
 those already in ``--out`` (same settings; other sizes, variants and protocols may be added) and runs the rest, and
 again any whose variant has been redefined since.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,7 +63,7 @@ def made_with(cell: dict[str, Any] | None, variant: str) -> bool:
 
 def train(detector: FewShotDetector, records: list[BoxedImage], args: argparse.Namespace) -> float:
     """``args.steps`` optimiser steps on ``records``; the wall time in seconds."""
-    dataset = DetectionDataset(records, detector.class_names, args.image_size)
+    dataset = DetectionDataset(records, detector.class_names, args.image_size, flips=args.flips)
     loader = DataLoader(
         dataset, args.batch_size, shuffle=True, drop_last=len(dataset) > args.batch_size, collate_fn=collate
     )
@@ -72,6 +74,32 @@ def train(detector: FewShotDetector, records: list[BoxedImage], args: argparse.N
     started = time.perf_counter()
     trainer.fit(detector, loader)
     return time.perf_counter() - started
+
+
+def trained_or_loaded(
+    detector: FewShotDetector, records: list[BoxedImage], args: argparse.Namespace, cell: str
+) -> float:
+    """Train ``detector`` (:func:`train`), or, with ``--checkpoints``, load the weights an earlier run of this cell
+    saved there (saving them after training otherwise); the training wall time in seconds."""
+    if args.checkpoints is None:
+        return train(detector, records, args)
+    path = args.checkpoints / (re.sub(r"[^a-z0-9]+", "_", cell.lower()).strip("_") + ".pt")
+    made = {
+        "hyper_parameters": dict(detector.hparams),
+        "images": [str(r.path) for r in records],
+        "steps": args.steps,
+        "flips": args.flips,
+    }
+    if path.exists():
+        saved = torch.load(path, weights_only=False)
+        if {key: saved[key] for key in made} != made:
+            raise SystemExit(f"{path} was trained with other settings or images than {cell!r}; move it away")
+        detector.load_state_dict(saved["state_dict"])
+        return saved["train_seconds"]
+    seconds = train(detector, records, args)
+    args.checkpoints.mkdir(parents=True, exist_ok=True)
+    torch.save(made | {"state_dict": detector.state_dict(), "train_seconds": seconds}, path)
+    return seconds
 
 
 def average_precision(
@@ -123,7 +151,7 @@ def supervised(
         for name in (name for name in args.variants if not made_with(cells.get(name), name)):
             seed_everything(draw)
             detector = FewShotDetector(classes, image_size=args.image_size, **VARIANTS[name])
-            seconds = train(detector, chosen, args)
+            seconds = trained_or_loaded(detector, chosen, args, f"{key}, {name}")
             row = {
                 "model": VARIANTS[name], "torch": torch.__version__, "images": len(chosen), "steps": args.steps,
                 "train_seconds": round(seconds, 1),
@@ -162,15 +190,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--flips", action="store_true", help="train on random left-right and top-bottom flips")
     parser.add_argument("--novel-k", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/test split (and of draw --seed)")
     parser.add_argument("--draws", nargs="+", type=int, default=[0], help="seeds of the k images and initial weights")
     parser.add_argument("--protocols", nargs="+", default=["supervised", "novel"], choices=["supervised", "novel"])
     parser.add_argument("--resume", action="store_true", help="keep the results already in --out, run the rest")
+    parser.add_argument(
+        "--checkpoints", type=Path, help="folder to save each trained detector in, and to load it from when present"
+    )
     args = parser.parse_args()
     records, classes = read_neu_det(args.root)
     train_records, test_records = split(records, 0.2, args.seed)
-    report: dict[str, Any] = run_header(args) | {
+    # Where to keep weights is no setting of the results; no flips is stored as no setting (files made before it).
+    report: dict[str, Any] = run_header(args, checkpoints=None, flips=args.flips or None) | {
         "train_images": len(train_records),
         "test_images": len(test_records),
     }

@@ -107,6 +107,23 @@ def test_dataset_resizes_images_and_boxes(voc_root: Path) -> None:
     assert targets[1]["boxes"].shape == (0, 4) and targets[1]["labels"].shape == (0,)
 
 
+def test_flips_move_boxes_with_the_image(tmp_path: Path) -> None:
+    pixels = np.zeros((40, 40, 3), dtype=np.uint8)
+    pixels[4:12, 24:36] = 255  # a white box in the top-right corner
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    record = BoxedImage(tmp_path / "a.png", torch.tensor([[24.0, 4.0, 36.0, 12.0]]), ("x",), (40, 40))
+    dataset = DetectionDataset([record], ["x"], size=40, flips=True)
+    torch.manual_seed(0)
+    corners = set()
+    for _ in range(40):
+        image, target = dataset[0]
+        x0, y0, x1, y1 = target["boxes"][0].round().int().tolist()
+        assert image[:, y0:y1, x0:x1].min() > 0.9 and image.sum() == pytest.approx(3 * 12 * 8, rel=0.05)
+        assert type(target["boxes"]) is torch.Tensor and target["labels"].tolist() == [1]
+        corners.add((x0, y0))
+    assert corners == {(24, 4), (4, 4), (24, 28), (4, 28)}  # unflipped, left-right, top-bottom, both
+
+
 def test_dataset_reads_16_bit_grey_as_rgb(tmp_path: Path) -> None:
     Image.fromarray(np.full((30, 40), 65535 // 4, dtype=np.uint16)).save(tmp_path / "g.png")
     record = BoxedImage(tmp_path / "g.png", torch.zeros(0, 4), (), (40, 30))

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import resize
 
 from kdanomaly.data import IMAGE_SUFFIXES
@@ -297,13 +299,15 @@ class DetectionDataset(Dataset):
     """Boxed images as ``(image, target)`` pairs for torchvision detectors.
 
     ``image`` is float32 ``(3, size, size)`` RGB in [0, 1]; ``target`` is ``{"boxes": float32 (N, 4) xyxy in that
-    frame, "labels": int64 (N,)}`` with label = class index + 1 (0 is the background).
+    frame, "labels": int64 (N,)}`` with label = class index + 1 (0 is the background). With ``flips`` (for
+    training), each image and its boxes are flipped left-right and top-bottom, each with probability 1/2.
     """
 
-    def __init__(self, records: Sequence[BoxedImage], classes: Sequence[str], size: int) -> None:
+    def __init__(self, records: Sequence[BoxedImage], classes: Sequence[str], size: int, flips: bool = False) -> None:
         self.records = list(records)
         self.classes = list(classes)
         self.size = size
+        self.flips = v2.Compose([v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()]) if flips else None
         self._index = {name: i + 1 for i, name in enumerate(self.classes)}
         unknown = sorted({label for record in self.records for label in record.labels} - self._index.keys())
         if unknown:
@@ -321,7 +325,13 @@ class DetectionDataset(Dataset):
         image = resize(image, [self.size, self.size], antialias=True).clamp_(0, 1)  # float rounding can exceed 1
         scale = torch.tensor([self.size / width, self.size / height] * 2, dtype=torch.float32)
         labels = torch.tensor([self._index[label] for label in record.labels], dtype=torch.int64)
-        return image, {"boxes": record.boxes * scale, "labels": labels}
+        boxes = record.boxes * scale
+        if self.flips is not None:
+            image, boxes = self.flips(
+                image, tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=image.shape[1:])
+            )
+            boxes = boxes.as_subclass(torch.Tensor)
+        return image, {"boxes": boxes, "labels": labels}
 
 
 def collate(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[torch.Tensor, list[Target]]:
