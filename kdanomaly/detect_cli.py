@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--cosine-classifier", action="store_true", help="cosine-similarity class logits instead of the linear ones"
     )
+    train.add_argument(
+        "--no-flips", action="store_true", help="train without random left-right and top-bottom flips of the images"
+    )
     add_trainer_options(train)
     enroll.add_argument("--model", type=Path, required=True)
     enroll.add_argument("--memory", type=Path, required=True, help="memory file (extended if it exists)")
@@ -69,7 +72,10 @@ def _train(args: argparse.Namespace) -> None:
         contrastive_weight=args.contrastive_weight, cosine_classifier=args.cosine_classifier,
     )  # fmt: skip
     loader = DataLoader(
-        DetectionDataset(train_records, classes, args.image_size), args.batch_size, shuffle=True, collate_fn=collate
+        DetectionDataset(train_records, classes, args.image_size, flips=not args.no_flips),
+        args.batch_size,
+        shuffle=True,
+        collate_fn=collate,
     )
     trainer = Trainer(
         max_epochs=args.epochs, logger=False, enable_checkpointing=False, check_val_every_n_epoch=args.epochs,
