@@ -58,14 +58,17 @@ def _minus_plain(scores: dict[int, float], plain: dict[int, float]) -> str:
 
 
 def draw_rows(report: dict, seed: int) -> list[str]:
-    """Per size and variant run on more than one draw: mAP@0.5 of every draw, their mean and standard deviation, and
-    the difference to plain draw by draw."""
+    """Per size and variant run on more than one draw (sizes as in the cell table, variants in ``LABELS``' order):
+    mAP@0.5 of every draw, their mean and standard deviation, and the difference to plain draw by draw."""
     by_variant: dict[tuple[str, str], dict[int, float]] = {}
     for size, draw, cells in _by_size(report):
         for name, cell in cells.items():
             by_variant.setdefault((size, name), {})[seed if draw is None else draw] = cell["mAP@0.5"]
+    sizes = list(dict.fromkeys(size for size, _ in by_variant))
     rows = []
-    for (size, name), scores in by_variant.items():
+    for (size, name), scores in sorted(
+        by_variant.items(), key=lambda i: (sizes.index(i[0][0]), list(LABELS).index(i[0][1]))
+    ):
         if len(scores) > 1:
             per_draw = ", ".join(f"{scores[d]:.2f}" for d in sorted(scores))
             mean, spread = statistics.mean(scores.values()), statistics.stdev(scores.values())
