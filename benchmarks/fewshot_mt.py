@@ -26,7 +26,7 @@ from torchvision.transforms.v2.functional import resize
 from benchmarks.fewshot_neu import kshot_draws, summary
 from benchmarks.report import run_header
 from kdanomaly.data.magnetic_tile import DEFECT_CLASSES
-from kdanomaly.models.fewshot import FewShotRecognizer
+from kdanomaly.models.recognizer import FewShotRecognizer
 
 
 def defect_crop(image: torch.Tensor, mask: torch.Tensor, size: int) -> torch.Tensor:

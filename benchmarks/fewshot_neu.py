@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from benchmarks.report import continued_report, run_header
 from kdanomaly.data.labelled_images import LabelledImages, list_labelled_images, load_images
 from kdanomaly.memory import PrototypeMemory
-from kdanomaly.models.fewshot import FewShotRecognizer
+from kdanomaly.models.recognizer import FewShotRecognizer
 
 BASE = ["inclusion", "patches", "rolled-in_scale"]
 NOVEL = ["crazing", "pitted_surface", "scratches"]

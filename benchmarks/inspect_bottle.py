@@ -23,9 +23,9 @@ from anomalib.engine import Engine
 from lightning.pytorch import seed_everything
 from lightning.pytorch.trainer.states import TrainerFn
 
-from benchmarks.contenders import NO_VALIDATION_DURING_FIT
 from benchmarks.report import run_header
 from kdanomaly import KDAnomaly
+from kdanomaly.benchmark.contenders import NO_VALIDATION_DURING_FIT
 from kdanomaly.inspection.calibration import calibrate, store_calibration
 from kdanomaly.inspection.outputs import image_key
 from kdanomaly.inspection.run import InspectOptions, inspect, normal_scores

@@ -17,8 +17,8 @@ from anomalib.data import MVTecAD
 from anomalib.engine import Engine
 from lightning.pytorch import Callback, seed_everything
 
-from benchmarks.timing import inference_ms_per_image
 from kdanomaly import KDAnomaly
+from kdanomaly.benchmark.timing import inference_ms_per_image
 
 
 class TrainEpochTimer(Callback):

@@ -5,7 +5,7 @@
 
 For each dataset and k (default 1, 2, 4), ``k`` training images are drawn at random (seeded; the same images for
 both models) and the whole test set is scored. Backbone, pre-processing, evaluator and Patchcore's layers are the
-leaderboard's (:mod:`benchmarks.contenders`); Patchcore keeps its published 10 % coreset, KDAnomaly trains its
+leaderboard's (:mod:`kdanomaly.benchmark.contenders`); Patchcore keeps its published 10 % coreset, KDAnomaly trains its
 student for ``--steps`` steps on the k images and keeps 10 % of their patches in its PrototypeMemory. The trained
 KDAnomaly is scored twice: fused, and on its memory map alone (``memory_weight=1``, row "..., memory only").
 """
@@ -25,7 +25,9 @@ from anomalib.models.components import AnomalibModule
 from lightning.pytorch import seed_everything
 from lightning.pytorch.trainer.states import TrainerFn
 
-from benchmarks.contenders import (
+from benchmarks.report import run_header
+from kdanomaly import KDAnomaly
+from kdanomaly.benchmark.contenders import (
     BACKBONE,
     DISTILLED_LAYERS,
     MEMORY_LAYERS,
@@ -33,9 +35,7 @@ from benchmarks.contenders import (
     DatasetSpec,
     common_components,
 )
-from benchmarks.evaluation import evaluate, fit_and_evaluate
-from benchmarks.report import run_header
-from kdanomaly import KDAnomaly
+from kdanomaly.benchmark.evaluation import evaluate, fit_and_evaluate
 
 
 def keep_training_images(datamodule: AnomalibDataModule, count: int, seed: int) -> list[str]:

@@ -1,7 +1,7 @@
 """Inference time of trained KDAnomaly and Stfpm side by side: same process, same images, alternating passes.
 
 The leaderboard times each model in its own process at a different moment; this script compares the two
-checkpoints the ``cpu`` leaderboard run kept (``benchmarks/runs/checkpoints/cpu``) under identical conditions.
+checkpoints the ``cpu`` leaderboard run kept (``<its out>/checkpoints/cpu``) under identical conditions.
 
     python -m benchmarks.speed_ratio --dataset magnetic_tile:../shared/datasets/magnetic_tile \
         --out benchmarks/results/leaderboard_cpu/speed_ratio.json
@@ -18,10 +18,9 @@ from statistics import median
 import torch
 from anomalib.models import Stfpm
 
-from benchmarks.cell import CHECKPOINTS
-from benchmarks.contenders import BACKBONE, DISTILLED_LAYERS, IMAGE_SIZE, DatasetSpec, common_components
-from benchmarks.timing import inference_ms_per_image, timing_images
 from kdanomaly import KDAnomaly
+from kdanomaly.benchmark.contenders import BACKBONE, DISTILLED_LAYERS, IMAGE_SIZE, DatasetSpec, common_components
+from kdanomaly.benchmark.timing import inference_ms_per_image, timing_images
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; the median is reported")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    folder = CHECKPOINTS / args.profile
+    folder = args.out.parent / "checkpoints" / args.profile
     models = {
         "KDAnomaly": KDAnomaly.load_from_checkpoint(
             folder / f"KDAnomaly_{args.dataset.name}.ckpt", **common_components()

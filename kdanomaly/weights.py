@@ -26,6 +26,8 @@ from huggingface_hub import constants as hf_constants
 from huggingface_hub import try_to_load_from_cache
 from timm.models import get_pretrained_cfg
 
+from kdanomaly.files import sha256_of
+
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -82,15 +84,6 @@ _INVERTED_RESIDUAL_KEYS = {
     "_bn2": "bn3",
 }
 _BLOCK_KEY = re.compile(r"^_blocks\.(\d+)\.(\w+)\.(\w+)$")
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def map_lite_state_dict(source: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -227,8 +220,3 @@ def create_pretrained(backbone: str, **kwargs: object) -> torch.nn.Module:
     if local is not None:
         kwargs["pretrained_cfg_overlay"] = {"file": str(local)}
     return timm.create_model(backbone, pretrained=True, **kwargs)
-
-
-def create_backbone(backbone: str, pretrained: bool, **kwargs: object) -> torch.nn.Module:
-    """A timm model with ImageNet weights through :func:`create_pretrained`, or randomly initialised."""
-    return create_pretrained(backbone, **kwargs) if pretrained else timm.create_model(backbone, **kwargs)

@@ -17,7 +17,7 @@ from torch import distributed, multiprocessing
 from torch.nn.parallel import DistributedDataParallel
 
 from kdanomaly.models.components.distributed import evaluation_sampler, gathered, match_rank_zero
-from kdanomaly.models.fewshot.loss import RecognizerLoss
+from kdanomaly.models.recognizer.loss import RecognizerLoss
 
 BATCH, FEATURES, EMBEDDING, CLASSES = 8, 12, 6, 3
 

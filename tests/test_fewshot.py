@@ -10,9 +10,9 @@ import torch
 from conftest import DDP_ON_TWO_CPU_PROCESSES, run_command
 
 from kdanomaly.data.labelled_images import list_labelled_images, load_images
-from kdanomaly.models.fewshot import FewShotRecognizer
-from kdanomaly.models.fewshot.augment import DefectViews
-from kdanomaly.models.fewshot.loss import ArcFaceLoss, nt_xent, self_contrastive_loss
+from kdanomaly.models.recognizer import FewShotRecognizer
+from kdanomaly.models.recognizer.augment import DefectViews
+from kdanomaly.models.recognizer.loss import ArcFaceLoss, nt_xent, self_contrastive_loss
 
 
 def _hand_nt_xent(first: list[list[float]], second: list[list[float]], temperature: float) -> float:

@@ -10,7 +10,7 @@ import torch
 from conftest import CATEGORY, synthetic_datamodule, train_and_test
 
 from kdanomaly.models.kdad import KDADModel
-from kdanomaly.models.kdad.prototype_patches import PatchPrototypeMemory
+from kdanomaly.models.kdad.kshot_memory import PatchPrototypeMemory
 
 
 def _unit_rows(features: torch.Tensor) -> np.ndarray:

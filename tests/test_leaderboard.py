@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.contenders import MODELS, PROFILES, TRAINABLE, DatasetSpec, expand_datasets
-from benchmarks.leaderboard import run_leaderboard
-from benchmarks.results_table import COLUMNS, ResultsTable, leaderboard, to_markdown, to_png
+from kdanomaly.benchmark.contenders import MODELS, PROFILES, TRAINABLE, DatasetSpec, expand_datasets
+from kdanomaly.benchmark.leaderboard import run_leaderboard
+from kdanomaly.benchmark.results_table import COLUMNS, ResultsTable, leaderboard, to_markdown, to_png
 from kdanomaly.data.synthetic import generate_synthetic_dataset
 
 
@@ -111,7 +111,7 @@ def test_one_pass_metrics_equal_anomalib_test_and_other_splits_use_it(tmp_path: 
     from anomalib.data import Folder
     from anomalib.engine import Engine
 
-    from benchmarks.evaluation import ValidationOutputs, evaluate, same_images
+    from kdanomaly.benchmark.evaluation import ValidationOutputs, evaluate, same_images
 
     generate_synthetic_dataset(tmp_path / "data", "weave", image_size=64, n_train=8, n_test_good=6, n_test_per_defect=3)
     datamodule = DatasetSpec.parse(f"mvtec:{tmp_path / 'data'}:weave").datamodule(seed=0)

@@ -8,7 +8,7 @@ import torch
 
 from kdanomaly.models.kdad import KDADModel
 from kdanomaly.models.kdad.anomaly_map import MapStatistics
-from kdanomaly.models.kdad.normal_memory import PositionalMemory
+from kdanomaly.models.kdad.positional_memory import PositionalMemory
 
 
 def _brute_force(bank: np.ndarray, query: np.ndarray, window: int, exclude: list[int] | None = None) -> np.ndarray:

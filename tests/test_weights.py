@@ -16,6 +16,7 @@ import timm
 import torch
 
 from kdanomaly import weights
+from kdanomaly.files import sha256_of
 from kdanomaly.models.components import TimmFeatures
 from kdanomaly.weights import MissingWeightsError, PackagedCheckpoint, install_packaged_weights
 
@@ -34,7 +35,7 @@ def test_installed_weights_load_strictly_into_timm(backbone: str, empty_cache: P
     state = safetensors.torch.load_file(path)
     model = timm.create_model(backbone, pretrained=False)
     model.load_state_dict(state, strict=True)
-    assert path.resolve().name == weights.sha256_of(path)  # blob named by its sha256, as huggingface_hub does
+    assert path.resolve().name == sha256_of(path)  # blob named by its sha256, as huggingface_hub does
     assert weights.cached_weights(backbone) == path
 
 

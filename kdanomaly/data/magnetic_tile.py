@@ -82,7 +82,7 @@ class MagneticTile(AnomalibDataModule):
 
     def __init__(
         self,
-        root: str | Path = "../shared/datasets/magnetic_tile",
+        root: str | Path,
         train_fraction: float = 0.5,
         split_seed: int = 0,
         train_batch_size: int = 8,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from scipy.stats import beta
 
-from kdanomaly.atomic import write_bytes_atomic
+from kdanomaly.files import write_bytes_atomic
 
 CHECKPOINT_KEY = "kdanomaly_calibration"
 ROUNDING = 1e-9  # keeps ceil() of an exact integer such as 10 * 0.9 from rounding up

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kdanomaly.atomic import write_bytes_atomic
+from kdanomaly.files import write_bytes_atomic
 
 from .outputs import FOLDERS
 

@@ -35,7 +35,7 @@ class DefectNamer:
 
     def __init__(self, recognizer: str | Path, memory: str | Path, image_size: int = 128) -> None:
         from kdanomaly.memory import PrototypeMemory
-        from kdanomaly.models.fewshot import FewShotRecognizer
+        from kdanomaly.models.recognizer import FewShotRecognizer
 
         self.recognizer = FewShotRecognizer.load_from_checkpoint(recognizer, map_location="cpu", pretrained=False)
         self.recognizer.eval()

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from kdanomaly.atomic import write_bytes_atomic
+from kdanomaly.files import write_bytes_atomic
 
 from .journal import Row
 from .results import type_counts

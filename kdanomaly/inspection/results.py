@@ -12,7 +12,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from kdanomaly.atomic import write_bytes_atomic
+from kdanomaly.files import write_bytes_atomic
 
 from .journal import Row
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from kdanomaly.weights import sha256_of
+from kdanomaly.files import sha256_of
 
 from .calibration import Calibration, read_calibration
 from .journal import Row, RunFolder, journal_name

@@ -15,7 +15,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from kdanomaly.atomic import write_bytes_atomic
+from kdanomaly.files import write_bytes_atomic
 
 MAGIC = b"KDANOMALY-PROTOTYPE-MEMORY\n"
 FORMAT_VERSION = 2  # 2: labels as codes in the payload, per-class sums, faiss ids; 1 is still read

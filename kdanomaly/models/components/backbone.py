@@ -10,7 +10,15 @@ import timm
 import torch
 from torch import nn
 
-from kdanomaly.weights import create_backbone
+from kdanomaly.weights import create_pretrained
+
+DEFAULT_BACKBONE = "tf_efficientnet_lite0"  # ImageNet weights offline (packaged), the default of every model
+
+
+def create_backbone(backbone: str, pretrained: bool, **kwargs: object) -> nn.Module:
+    """The one way every model builds its timm backbone: ImageNet weights through
+    :func:`kdanomaly.weights.create_pretrained` (offline-capable, never a silent random fallback), or random."""
+    return create_pretrained(backbone, **kwargs) if pretrained else timm.create_model(backbone, **kwargs)
 
 
 def validate_backbone(backbone: str) -> None:

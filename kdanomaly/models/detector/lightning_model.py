@@ -20,6 +20,7 @@ from lightning.pytorch import LightningModule
 from torchmetrics.detection import MeanAveragePrecision
 
 from kdanomaly.memory import PrototypeMemory
+from kdanomaly.models.components.backbone import DEFAULT_BACKBONE
 from kdanomaly.models.components.distributed import objects_of_every_process
 
 from .torch_model import DefectDetectorNet, PyramidKind
@@ -44,7 +45,7 @@ class FewShotDetector(LightningModule):
     def __init__(
         self,
         class_names: Sequence[str],
-        backbone: str = "tf_efficientnet_lite0",
+        backbone: str = DEFAULT_BACKBONE,
         image_size: int = 224,
         pyramid: PyramidKind = "ghost",
         pyramid_channels: int = 128,

@@ -19,7 +19,8 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.ops import MultiScaleRoIAlign, batched_nms
 
 from kdanomaly.memory import PrototypeMemory
-from kdanomaly.weights import create_backbone, input_statistics
+from kdanomaly.models.components.backbone import create_backbone
+from kdanomaly.weights import input_statistics
 
 from .deformable import make_last_blocks_deformable
 from .ghost_fpn import ghost_fpn, standard_fpn

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import Compose, Normalize, Resize
 
 from kdanomaly.models.components.backbone import (
+    DEFAULT_BACKBONE,
     feature_layers,
     resolve_layers,
     validate_backbone,
@@ -37,11 +38,10 @@ from kdanomaly.models.components.distributed import UnrepeatedEvaluation, match_
 from kdanomaly.weights import input_statistics
 
 from .anomaly_map import Fusion
+from .kshot_memory import PatchPrototypeMemory
 from .loss import Distance, KDADLoss
-from .prototype_patches import PatchPrototypeMemory
 from .torch_model import KDADModel, MemoryKind
 
-DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 DEFAULT_LAYERS = ("blocks.1", "blocks.2", "blocks.4")
 DEFAULT_IMAGE_SIZE = (256, 256)
 

@@ -16,9 +16,9 @@ from kdanomaly.models.components import TimmFeatures, insert_simam, validate_ima
 from kdanomaly.models.components.backbone import resolve_layers
 
 from .anomaly_map import AnomalyMapGenerator, Fusion, MapStatistics
+from .kshot_memory import PatchPrototypeMemory
 from .loss import Distance
-from .normal_memory import PositionalMemory, memory_features
-from .prototype_patches import PatchPrototypeMemory
+from .positional_memory import PositionalMemory, memory_features
 
 MemoryKind = Literal["positional", "prototype"]
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from kdanomaly.weights import create_backbone
+from kdanomaly.models.components.backbone import create_backbone
 
 
 class RecognizerNet(nn.Module):

@@ -16,7 +16,6 @@ from pathlib import Path
 from kdanomaly.data import IMAGE_SUFFIXES, image_files
 
 OWN_COMMANDS = ("weights", "demo", "benchmark", "fewshot", "detect", "inspect", "calibrate")
-SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _option_value(argv: Sequence[str], option: str) -> str | None:
@@ -33,18 +32,6 @@ def check_data_root(root: Path) -> None:
     """Raise ValueError for an existing data root without a single image (a missing one Anomalib downloads)."""
     if root.exists() and not image_files(root):
         raise ValueError(f"data root {root} holds no images ({', '.join(IMAGE_SUFFIXES)}); check --data.root")
-
-
-def run_benchmark(argv: Sequence[str]) -> int:
-    """``kdanomaly benchmark ...``: the leaderboard runner of the source checkout's ``benchmarks/``."""
-    if not (SOURCE_ROOT / "benchmarks" / "leaderboard.py").is_file():
-        raise SystemExit(f"kdanomaly benchmark needs the source checkout (no benchmarks/ next to {SOURCE_ROOT})")
-    if str(SOURCE_ROOT) not in sys.path:
-        sys.path.insert(0, str(SOURCE_ROOT))
-    from benchmarks.leaderboard import main as leaderboard_main
-
-    leaderboard_main(argv)
-    return 0
 
 
 def _own_parser() -> argparse.ArgumentParser:
@@ -74,17 +61,20 @@ def _own_parser() -> argparse.ArgumentParser:
 
 def _run_own(argv: Sequence[str]) -> int:
     if argv[0] == "benchmark":
-        return run_benchmark(argv[1:])
+        from kdanomaly.benchmark.leaderboard import main as leaderboard_main
+
+        leaderboard_main(argv[1:])
+        return 0
     if argv[0] == "fewshot":
-        from kdanomaly.fewshot_cli import main as fewshot_main
+        from kdanomaly.cli.recognizer import main as fewshot_main
 
         return fewshot_main(argv[1:])
     if argv[0] == "detect":
-        from kdanomaly.detect_cli import main as detect_main
+        from kdanomaly.cli.detector import main as detect_main
 
         return detect_main(argv[1:])
     if argv[0] in ("inspect", "calibrate"):
-        from kdanomaly.inspect_cli import calibrate_main, inspect_main
+        from kdanomaly.cli.inspection import calibrate_main, inspect_main
 
         return (inspect_main if argv[0] == "inspect" else calibrate_main)(argv[1:])
     args = _own_parser().parse_args(argv)
@@ -120,7 +110,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logger()
     AnomalibCLI(args=argv)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

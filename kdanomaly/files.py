@@ -1,7 +1,8 @@
-"""Files that are either the old version or the complete new one, never half-written."""
+"""File helpers: writes that leave either the old file or the complete new one, and content digests."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -25,3 +26,12 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

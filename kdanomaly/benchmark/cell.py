@@ -1,9 +1,9 @@
 """One leaderboard cell: train and test one model on one dataset, in its own process (for a clean peak RSS).
 
-Each row costs one evaluation pass over the test images (see :mod:`benchmarks.evaluation`).
+Each row costs one evaluation pass over the test images (see :mod:`kdanomaly.benchmark.evaluation`).
 
-    python -m benchmarks.cell --model KDAnomaly --dataset mvtec:../shared/datasets/mvtec_ad:bottle \
-        --profile cpu --json cell.json
+    python -m kdanomaly.benchmark.cell --model KDAnomaly --dataset mvtec:../shared/datasets/mvtec_ad:bottle \
+        --profile cpu --work-dir scratch --checkpoints checkpoints --json cell.json
 """
 
 from __future__ import annotations
@@ -21,17 +21,24 @@ from anomalib.engine import Engine
 from anomalib.models.components import AnomalibModule
 from lightning.pytorch import seed_everything
 
-from benchmarks.contenders import BACKBONE, DISTILLATION_ONLY, IMAGE_SIZE, MODELS, PROFILES, DatasetSpec, Profile
-from benchmarks.evaluation import evaluate, fit_and_evaluate
-from benchmarks.timing import inference_ms_per_image, timing_images
-
-CHECKPOINTS = Path(__file__).resolve().parents[1] / "benchmarks" / "runs" / "checkpoints"
+from kdanomaly.benchmark.contenders import (
+    BACKBONE,
+    DISTILLATION_ONLY,
+    IMAGE_SIZE,
+    MODELS,
+    PROFILES,
+    DatasetSpec,
+    Profile,
+)
+from kdanomaly.benchmark.evaluation import evaluate, fit_and_evaluate
+from kdanomaly.benchmark.timing import inference_ms_per_image, timing_images
 
 
 def run_cell(
-    model_name: str, dataset: DatasetSpec, profile: Profile, seed: int, work_dir: Path
+    model_name: str, dataset: DatasetSpec, profile: Profile, seed: int, work_dir: Path, checkpoints: Path
 ) -> list[dict[str, object]]:
-    """Train, test and time one model on one dataset; return its leaderboard row(s).
+    """Train, test and time one model on one dataset; return its leaderboard row(s). The trained model is kept as
+    ``checkpoints/<profile>/<model>_<dataset>.ckpt`` (for side-by-side timing afterwards).
 
     The KDAnomaly cell returns a second row: the same trained model evaluated without its normal memory.
     """
@@ -44,7 +51,7 @@ def run_cell(
         "train_seconds": round(run.train_seconds, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
     }
-    _keep_checkpoint(run.engine, CHECKPOINTS / profile.name / f"{model_name}_{dataset.name}.ckpt")
+    _keep_checkpoint(run.engine, checkpoints / profile.name / f"{model_name}_{dataset.name}.ckpt")
     rows = [{"model": model_name, **common, **_measure(model, datamodule, run.metrics)}]
     if model_name in DISTILLATION_ONLY:
         model.model.memory_weight = 0.0
@@ -82,10 +89,11 @@ def main() -> None:
     parser.add_argument("--dataset", required=True, type=DatasetSpec.parse)
     parser.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work-dir", type=Path, default=Path("benchmarks/runs"))
+    parser.add_argument("--work-dir", type=Path, required=True, help="scratch folder of the training run")
+    parser.add_argument("--checkpoints", type=Path, required=True, help="folder that keeps the trained model")
     parser.add_argument("--json", type=Path, required=True, help="where to write the row(s), a JSON list")
     args = parser.parse_args()
-    rows = run_cell(args.model, args.dataset, PROFILES[args.profile], args.seed, args.work_dir)
+    rows = run_cell(args.model, args.dataset, PROFILES[args.profile], args.seed, args.work_dir, args.checkpoints)
     args.json.write_text(json.dumps(rows, indent=2))
 
 

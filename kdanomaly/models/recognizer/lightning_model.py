@@ -17,6 +17,7 @@ from lightning.pytorch import LightningModule
 from torchvision.transforms.v2 import Normalize
 
 from kdanomaly.memory import Prediction, PrototypeMemory
+from kdanomaly.models.components.backbone import DEFAULT_BACKBONE
 from kdanomaly.models.components.distributed import gathered
 from kdanomaly.weights import input_statistics
 
@@ -24,7 +25,6 @@ from .augment import DefectViews
 from .loss import RecognizerLoss
 from .torch_model import RecognizerNet
 
-DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 MatchOn = Literal["backbone", "projection"]
 
 

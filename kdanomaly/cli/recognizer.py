@@ -51,7 +51,7 @@ def _train(args: argparse.Namespace) -> None:
     from lightning.pytorch import Trainer
     from torch.utils.data import DataLoader, TensorDataset
 
-    from kdanomaly.models.fewshot import FewShotRecognizer
+    from kdanomaly.models.recognizer import FewShotRecognizer
 
     data = list_labelled_images(args.data)
     data = data.of(args.classes) if args.classes else data
@@ -69,7 +69,7 @@ def _train(args: argparse.Namespace) -> None:
 
 def _enroll(args: argparse.Namespace) -> None:
     from kdanomaly.memory import PrototypeMemory
-    from kdanomaly.models.fewshot import FewShotRecognizer
+    from kdanomaly.models.recognizer import FewShotRecognizer
 
     recognizer = FewShotRecognizer.load_from_checkpoint(args.model, map_location="cpu", pretrained=False)
     data = list_labelled_images(args.data)
@@ -83,7 +83,7 @@ def _enroll(args: argparse.Namespace) -> None:
 
 def _classify(args: argparse.Namespace) -> None:
     from kdanomaly.memory import PrototypeMemory
-    from kdanomaly.models.fewshot import FewShotRecognizer
+    from kdanomaly.models.recognizer import FewShotRecognizer
 
     recognizer = FewShotRecognizer.load_from_checkpoint(args.model, map_location="cpu", pretrained=False)
     memory = PrototypeMemory.load(args.memory)

@@ -1,9 +1,10 @@
 """AUROC leaderboard: models x datasets, each cell in its own process; resumable; CSV + Markdown + PNG.
 
-    python -m benchmarks.leaderboard --profile cpu --out benchmarks/results/leaderboard_cpu \
+    kdanomaly benchmark --profile cpu --out benchmarks/results/leaderboard_cpu \
         --datasets mvtec:../shared/datasets/mvtec_ad:bottle magnetic_tile:../shared/datasets/magnetic_tile
 
-Cells already in ``OUT/results.csv`` are skipped, so an interrupted run continues where it stopped.
+Cells already in ``OUT/results.csv`` are skipped, so an interrupted run continues where it stopped; the trained
+models are kept in ``OUT/checkpoints``.
 """
 
 from __future__ import annotations
@@ -18,11 +19,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from benchmarks.contenders import ABLATION, MODELS, PROFILES, UNAVAILABLE, DatasetSpec, expand_datasets
-from benchmarks.results_table import ResultsTable, to_markdown, to_png
+from kdanomaly.benchmark.contenders import ABLATION, MODELS, PROFILES, UNAVAILABLE, DatasetSpec, expand_datasets
+from kdanomaly.benchmark.results_table import ResultsTable, to_markdown, to_png
 from kdanomaly.weights import PACKAGED_CHECKPOINTS, cached_weights, hub_reachable, install_packaged_weights
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def offline_environment() -> dict[str, str]:
@@ -51,15 +50,16 @@ def run_leaderboard(models: list[str], datasets: list[DatasetSpec], profile: str
             command = [
                 sys.executable,
                 "-m",
-                "benchmarks.cell",
+                "kdanomaly.benchmark.cell",
                 f"--model={model}",
                 f"--dataset={dataset.spec}",
                 f"--profile={profile}",
                 f"--seed={seed}",
                 f"--work-dir={scratch}",
+                f"--checkpoints={out / 'checkpoints'}",
                 f"--json={row_file}",
             ]
-            subprocess.run(command, env=env, cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
             for row in json.loads(row_file.read_text()):
                 table.append(row)
     frame = table.frame()
