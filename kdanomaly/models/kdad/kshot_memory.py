@@ -1,4 +1,4 @@
-"""k-shot normal memory: a coreset of normal teacher patches in a PrototypeMemory, searched from any position.
+"""k-shot normal memory: a coreset of normal teacher patches in a VectorStore, searched from any position.
 
 With very few normal images (1, 2, 4) the positional memory has too few candidates per position, and its
 leave-one-image-out statistics need at least two images. Here every stored patch is a candidate for every query
@@ -13,9 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from kdanomaly.memory import PrototypeMemory
-
-NORMAL = "normal"
+from kdanomaly.memory import VectorStore
 
 
 def _patch_rows(features: torch.Tensor) -> torch.Tensor:
@@ -23,7 +21,7 @@ def _patch_rows(features: torch.Tensor) -> torch.Tensor:
     return F.normalize(features.detach().float().flatten(2).transpose(1, 2), dim=-1)
 
 
-class PatchPrototypeMemory(nn.Module):
+class KShotMemory(nn.Module):
     """Nearest-neighbour cosine distance of each patch to a greedy k-center coreset of normal patches.
 
     The kept patches are a buffer (so they travel in checkpoints); the faiss index is built from them on first use.
@@ -44,7 +42,7 @@ class PatchPrototypeMemory(nn.Module):
         self.statistics_images = statistics_images
         self.register_buffer("patches", torch.empty(0, 0))
         self.patches: torch.Tensor
-        self._memory: PrototypeMemory | None = None
+        self._store: VectorStore | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -56,14 +54,14 @@ class PatchPrototypeMemory(nn.Module):
         if features.ndim != 4 or features.shape[0] == 0:
             raise ValueError(f"expected normal features of shape (N, C, h, w) with N > 0, got {tuple(features.shape)}")
         self.patches = _patch_rows(features).reshape(-1, features.shape[1])
-        self._memory = None
+        self._store = None
 
     def reduce(self) -> None:
-        """Keep ``coreset_ratio`` of the stored patches, chosen by greedy k-center selection in a PrototypeMemory."""
-        memory = PrototypeMemory(self.patches.shape[1])
-        memory.add_coreset(self.patches, NORMAL, max(1, round(self.coreset_ratio * len(self.patches))))
-        self.patches = torch.from_numpy(memory.embeddings).to(self.patches.device)
-        self._memory = memory
+        """Keep ``coreset_ratio`` of the stored patches, chosen by greedy k-center selection in a VectorStore."""
+        store = VectorStore(self.patches.shape[1])
+        store.add_coreset(self.patches, max(1, round(self.coreset_ratio * len(self.patches))))
+        self.patches = torch.from_numpy(store.embeddings).to(self.patches.device)
+        self._store = store
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Distance map ``(B, 1, h, w)``: 1 - cosine similarity of each patch to its nearest normal patch."""
@@ -73,11 +71,11 @@ class PatchPrototypeMemory(nn.Module):
         if channels != self.patches.shape[1]:
             msg = f"features with {channels} channels do not match the memory's {self.patches.shape[1]}"
             raise ValueError(msg + " (same backbone and layers as when built?)")
-        if self._memory is None:
-            self._memory = PrototypeMemory(channels)
-            self._memory.add(self.patches, [NORMAL] * len(self.patches))
+        if self._store is None:
+            self._store = VectorStore(channels)
+            self._store.add(self.patches)
         rows = features.detach().float().flatten(2).transpose(1, 2).reshape(-1, channels)  # search normalises them
-        nearest = self._memory.search(rows, k=1).similarities[:, 0]
+        nearest = self._store.search(rows, k=1)[0][:, 0]
         distances = 1 - torch.from_numpy(nearest).to(features.device)
         return distances.reshape(batch, 1, height, width)
 
@@ -106,5 +104,5 @@ class PatchPrototypeMemory(nn.Module):
         """Take the kept patches' shape from the checkpoint; the index is rebuilt from them on first use."""
         if prefix + "patches" in state_dict:
             self.patches = torch.empty_like(state_dict[prefix + "patches"])
-            self._memory = None
+            self._store = None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
