@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from kdanomaly.cli.output import configure_output, take_verbose_flag
 from kdanomaly.data import IMAGE_SUFFIXES, image_files
 
 OWN_COMMANDS = ("weights", "demo", "benchmark", "fewshot", "detect", "inspect", "calibrate")
@@ -91,8 +92,9 @@ def _run_own(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``kdanomaly`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Entry point of the ``kdanomaly`` console script (``-v`` anywhere shows third-party warnings)."""
+    argv, verbose = take_verbose_flag(list(sys.argv[1:] if argv is None else argv))
+    configure_output(verbose)
     if argv and argv[0] in OWN_COMMANDS:
         return _run_own(argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -103,10 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if root is not None:
         check_data_root(Path(root))
     from anomalib.cli.cli import AnomalibCLI
-    from anomalib.loggers import configure_logger
 
     import kdanomaly.models  # noqa: F401  (registers KDAnomaly for --model KDAnomaly)
 
-    configure_logger()
     AnomalibCLI(args=argv)
     return 0

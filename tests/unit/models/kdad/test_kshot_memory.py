@@ -1,16 +1,13 @@
-"""KDAnomaly's k-shot normal memory (PatchPrototypeMemory): exact distances, held-out statistics, 1-shot detection."""
+"""KDAnomaly's k-shot normal memory (KShotMemory): exact distances, held-out statistics, bad input."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import CATEGORY, synthetic_datamodule, train_and_test
 
 from kdanomaly.models.kdad import KDADModel
-from kdanomaly.models.kdad.kshot_memory import PatchPrototypeMemory
+from kdanomaly.models.kdad.kshot_memory import KShotMemory
 
 
 def _unit_rows(features: torch.Tensor) -> np.ndarray:
@@ -21,7 +18,7 @@ def _unit_rows(features: torch.Tensor) -> np.ndarray:
 def test_distance_is_one_minus_the_best_cosine_to_any_kept_patch() -> None:
     generator = torch.Generator().manual_seed(0)
     bank, query = torch.randn(2, 6, 5, 4, generator=generator), torch.randn(3, 6, 5, 4, generator=generator)
-    memory = PatchPrototypeMemory(coreset_ratio=0.25)
+    memory = KShotMemory(coreset_ratio=0.25)
     memory.fit(bank)
     memory.reduce()
     assert memory.patches.shape == (10, 6)  # 25 % of 2 * 5 * 4 patches
@@ -34,7 +31,7 @@ def test_distance_is_one_minus_the_best_cosine_to_any_kept_patch() -> None:
 def test_held_out_distances_leave_the_image_or_its_neighbourhood_out() -> None:
     generator = torch.Generator().manual_seed(1)
     features = torch.randn(3, 4, 5, 6, generator=generator)
-    memory = PatchPrototypeMemory(exclusion_radius=1)
+    memory = KShotMemory(exclusion_radius=1)
     rows = _unit_rows(features).reshape(3, 30, 4)
     held_out = memory.held_out_distances(features).reshape(3, 30).numpy()
     for image in range(3):
@@ -48,10 +45,10 @@ def test_held_out_distances_leave_the_image_or_its_neighbourhood_out() -> None:
 
 
 def test_kept_patches_survive_a_state_dict_round_trip() -> None:
-    memory = PatchPrototypeMemory()
+    memory = KShotMemory()
     memory.fit(torch.randn(2, 4, 5, 5))
     memory.reduce()
-    restored = PatchPrototypeMemory()
+    restored = KShotMemory()
     restored.load_state_dict(memory.state_dict())
     query = torch.randn(2, 4, 5, 5)
     torch.testing.assert_close(restored(query), memory(query))  # the index re-normalises: float32 rounding
@@ -59,8 +56,8 @@ def test_kept_patches_survive_a_state_dict_round_trip() -> None:
 
 def test_bad_input_is_rejected() -> None:
     with pytest.raises(ValueError, match="coreset_ratio"):
-        PatchPrototypeMemory(coreset_ratio=0)
-    memory = PatchPrototypeMemory()
+        KShotMemory(coreset_ratio=0)
+    memory = KShotMemory()
     with pytest.raises(RuntimeError, match="memory is empty"):
         memory(torch.zeros(1, 4, 5, 5))
     memory.fit(torch.randn(1, 4, 5, 5))
@@ -75,33 +72,3 @@ def test_one_normal_image_positional_memory_points_to_the_kshot_mode() -> None:
     model = KDADModel("tf_efficientnet_lite0", ["blocks.1", "blocks.2", "blocks.4"]).eval()
     with pytest.raises(ValueError, match="memory_kind='prototype'"):
         model.build_memory([torch.randn(1, 3, 64, 64)])
-
-
-def test_kshot_kdanomaly_detects_synthetic_defects_from_a_single_normal_image(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> None:
-    from lightning.pytorch import seed_everything
-
-    from kdanomaly import KDAnomaly
-    from kdanomaly.data.synthetic import generate_synthetic_dataset
-
-    root = tmp_path_factory.mktemp("kshot")
-    size, shots = 128, 1
-    generate_synthetic_dataset(root, CATEGORY, image_size=size, n_train=shots, n_test_good=10, n_test_per_defect=5)
-    seed_everything(0)
-    datamodule = synthetic_datamodule(root)
-    model = KDAnomaly(
-        memory_kind="prototype", pre_processor=KDAnomaly.configure_pre_processor((size, size)), visualizer=False
-    )
-    engine, metrics = train_and_test(model, datamodule, tmp_path_factory.mktemp("run"), max_steps=20)
-    assert metrics["image_AUROC"] >= 0.85 and metrics["pixel_AUROC"] >= 0.85
-    assert len(model.model.memory.patches) == round(0.1 * shots * (size // 8) ** 2)
-
-    checkpoint = Path(engine.trainer.checkpoint_callback.best_model_path)
-    restored = KDAnomaly.load_from_checkpoint(checkpoint, visualizer=False).eval()
-    images = torch.stack([datamodule.test_data[i].image for i in range(0, len(datamodule.test_data), 9)])
-    with torch.no_grad():
-        # The restored index re-normalises the unit patches: equal up to float32 rounding.
-        torch.testing.assert_close(restored(images).anomaly_map, model.eval()(images).anomaly_map)
-    with pytest.raises(ValueError, match="export_type torch"):
-        model.to_onnx(tmp_path_factory.mktemp("export"), input_size=(size, size))

@@ -1,110 +1,18 @@
-"""Few-shot detector: deformable and Ghost layers, the contrastive proposal loss by hand, training, enrolment."""
+"""Few-shot detector trained: every part trained, enrolment, the detect command (also under DDP)."""
 
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import DDP_ON_TWO_CPU_PROCESSES, run_command
-from torch import nn
 from torchvision.io import write_png
-from torchvision.ops import DeformConv2d
 
 from kdanomaly.cli import main
 from kdanomaly.models.detector import FewShotDetector
-from kdanomaly.models.detector.deformable import DeformableConv, make_last_blocks_deformable
-from kdanomaly.models.detector.ghost_fpn import ghost_fpn, standard_fpn
-from kdanomaly.models.detector.loss import proposal_contrastive_loss
-from kdanomaly.models.detector.roi_heads import matched_iou
-
-
-def test_deformable_conv_with_zero_offsets_equals_the_plain_conv() -> None:
-    torch.manual_seed(0)
-    plain = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
-    deformable = DeformableConv.from_conv(plain)
-    features = torch.randn(2, 8, 9, 9)
-    assert torch.allclose(deformable(features), plain(features), atol=1e-5)  # the offset branch starts at zero
-    offsets = torch.zeros(2, 18, 9, 9)
-    assert torch.allclose(deformable.conv(features, offsets), plain(features), atol=1e-5)
-    shifted = deformable.conv(features, offsets + 1.0)  # every tap moved by one pixel down and right
-    assert torch.allclose(shifted[..., 1:-2, 1:-2], plain(features)[..., 2:-1, 2:-1], atol=1e-5)
-    assert isinstance(deformable.conv, DeformConv2d)
-    with pytest.raises(ValueError, match="square kernels"):
-        DeformableConv.from_conv(nn.Conv2d(4, 4, (3, 1)))
-
-
-def test_last_blocks_become_deformable_and_start_as_the_pretrained_network() -> None:
-    import timm
-
-    torch.manual_seed(0)
-    body = timm.create_model("tf_efficientnet_lite0", pretrained=False, features_only=True, out_indices=(4,)).eval()
-    images = torch.rand(1, 3, 64, 64)
-    before = body(images)[0]
-    assert make_last_blocks_deformable(body.blocks, 2) == ["6.0", "5.3"]
-    assert isinstance(body.blocks[6][0].conv_dw, DeformableConv) and isinstance(
-        body.blocks[5][3].conv_dw, DeformableConv
-    )
-    assert not isinstance(body.blocks[5][2].conv_dw, DeformableConv)
-    assert torch.allclose(body(images)[0], before, atol=1e-4)
-    with pytest.raises(ValueError, match="eligible"):
-        make_last_blocks_deformable(body.blocks, 100)
-
-
-def test_ghost_pyramid_has_the_standard_shapes_with_about_half_the_weights() -> None:
-    channels, width = [40, 112, 320], 128
-    features = {name: torch.rand(2, c, s, s) for name, c, s in zip("012", channels, (16, 8, 4), strict=True)}
-    ghost, standard = ghost_fpn(channels, width).eval(), standard_fpn(channels, width).eval()
-    ghost_out, standard_out = ghost(features), standard(features)
-    assert list(ghost_out) == list(standard_out) == ["0", "1", "2", "pool"]
-    for name in ghost_out:
-        assert ghost_out[name].shape == standard_out[name].shape
-    ghost_weights, standard_weights = (sum(p.numel() for p in m.parameters()) for m in (ghost, standard))
-    # Each 3x3 output conv: width*width/2*9 (primary) + width/2*9 (cheap depthwise) instead of width*width*9.
-    output_convs = 3 * (width * width // 2 * 9 + width // 2 * 9 + width)  # + biases
-    assert sum(p.numel() for p in ghost.layer_blocks.parameters()) == output_convs
-    assert ghost_weights < 0.55 * standard_weights
-    single = ghost.train()({name: f[:1] for name, f in features.items()})  # linear: no batch statistics, no ReLU
-    assert all(torch.allclose(single[name], ghost_out[name][:1], atol=1e-5) for name in ghost_out)
-    assert (ghost_out["0"] < 0).any()
-
-
-def _hand_contrastive(embeddings: list[list[float]], labels: list[int], ious: list[float], t: float) -> float:
-    kept = [i for i, iou in enumerate(ious) if iou >= 0.7]
-    unit = {i: [x / math.hypot(*embeddings[i]) for x in embeddings[i]] for i in kept}
-    losses = []
-    for i in kept:
-        positives = [j for j in kept if j != i and labels[j] == labels[i]]
-        if not positives:
-            continue
-        sim = {k: sum(a * b for a, b in zip(unit[i], unit[k], strict=True)) / t for k in kept if k != i}
-        denominator = sum(math.exp(s) for s in sim.values())
-        mean_log = sum(math.log(math.exp(sim[j]) / denominator) for j in positives) / len(positives)
-        losses.append(-ious[i] * mean_log)
-    return sum(losses) / len(losses)
-
-
-def test_proposal_contrastive_loss_matches_a_hand_computation() -> None:
-    embeddings = [[1.0, 0.1], [0.9, 0.3], [-0.2, 1.0], [0.1, 0.8], [0.5, 0.5], [1.0, -1.0]]
-    labels, ious = [1, 1, 2, 2, 3, 1], [0.9, 0.75, 0.8, 0.95, 0.85, 0.3]  # class 3 has no positive; last is dropped
-    expected = _hand_contrastive(embeddings, labels, ious, 0.2)
-    loss = proposal_contrastive_loss(torch.tensor(embeddings), torch.tensor(labels), torch.tensor(ious), 0.2, 0.7)
-    assert float(loss) == pytest.approx(expected, rel=1e-5)
-    none_kept = proposal_contrastive_loss(torch.ones(3, 2, requires_grad=True), torch.ones(3), torch.zeros(3))
-    assert float(none_kept.detach()) == 0.0 and none_kept.requires_grad
-    with pytest.raises(ValueError, match="labels"):
-        proposal_contrastive_loss(torch.ones(3, 2), torch.ones(2), torch.ones(3))
-
-
-def test_matched_iou_is_the_iou_with_the_assigned_box() -> None:
-    proposals = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 5], [20, 20, 30, 30]])
-    gt = torch.tensor([[0.0, 0, 10, 10], [20, 20, 40, 30]])
-    assert matched_iou(proposals, gt, torch.tensor([0, 0, 1])).tolist() == pytest.approx([1.0, 0.5, 0.5])
-    assert matched_iou(proposals, gt[:0], torch.tensor([0, 0, 0])).tolist() == [0.0, 0.0, 0.0]
-
+from tests.support import DDP_ON_TWO_CPU_PROCESSES, run_command
 
 Scenes = tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]
 

@@ -1,4 +1,7 @@
-"""Shared fixtures: a small synthetic data set and one KDAnomaly trained on it (reused by several tests)."""
+"""Helpers the tests share: the synthetic data set's settings, training on CPU, the `kdanomaly` command.
+
+Import them as ``from tests.support import ...``; the fixtures stay in the conftest.py files.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
 import torch
 
 if TYPE_CHECKING:
@@ -67,28 +69,3 @@ def run_command(*arguments: object) -> str:
     output = finished.stdout + finished.stderr
     assert finished.returncode == 0, output[-4000:]
     return output
-
-
-@pytest.fixture(scope="session")
-def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from kdanomaly.data.synthetic import generate_synthetic_dataset
-
-    root = tmp_path_factory.mktemp("synthetic")
-    generate_synthetic_dataset(root, CATEGORY, image_size=IMAGE_SIZE, n_train=40, n_test_good=10, n_test_per_defect=5)
-    return root
-
-
-@pytest.fixture(scope="session")
-def trained(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
-    from lightning.pytorch import seed_everything
-
-    from kdanomaly import KDAnomaly
-
-    seed_everything(0)
-    datamodule = synthetic_datamodule(synthetic_root)
-    model = KDAnomaly(pre_processor=KDAnomaly.configure_pre_processor((IMAGE_SIZE, IMAGE_SIZE)), visualizer=False)
-    teacher_before = {k: v.clone() for k, v in model.model.teacher.state_dict().items()}
-    engine, metrics = train_and_test(model, datamodule, tmp_path_factory.mktemp("run"), max_epochs=8)
-    images = torch.stack([datamodule.test_data[i].image for i in range(0, len(datamodule.test_data), 6)])
-    checkpoint = Path(engine.trainer.checkpoint_callback.best_model_path)
-    return TrainedRun(model.eval(), metrics, checkpoint, teacher_before, images, len(datamodule.train_data))

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CATEGORY, DDP_ON_TWO_CPU_PROCESSES, IMAGE_SIZE, TrainedRun, run_command, synthetic_datamodule
 from lightning.fabric.utilities.distributed import _suggested_max_num_threads
 from torch import distributed, multiprocessing
 from torch.nn.parallel import DistributedDataParallel
 
-from kdanomaly.models.components.distributed import evaluation_sampler, gathered, match_rank_zero
+from kdanomaly.models.components.distributed import gathered, match_rank_zero
 from kdanomaly.models.recognizer.loss import RecognizerLoss
+from tests.support import CATEGORY, DDP_ON_TWO_CPU_PROCESSES, IMAGE_SIZE, TrainedRun, run_command, synthetic_datamodule
 
 BATCH, FEATURES, EMBEDDING, CLASSES = 8, 12, 6, 3
 
@@ -74,21 +74,6 @@ def test_match_rank_zero_gives_every_process_the_buffers_of_rank_zero(tmp_path: 
     assert not torch.allclose(zero["before"], one["before"])
     torch.testing.assert_close(zero["after"], zero["before"], rtol=0, atol=0)
     torch.testing.assert_close(one["after"], zero["before"], rtol=0, atol=0)
-
-
-def test_evaluation_sampler_gives_every_image_to_exactly_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lightning.pytorch import Trainer
-
-    shares = []
-    for rank in range(2):
-        monkeypatch.setenv("LOCAL_RANK", str(rank))
-        trainer = Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False)
-        sampler = evaluation_sampler(range(7), trainer)
-        assert sampler is not None
-        shares.append(list(sampler))
-    assert sorted(shares[0] + shares[1]) == list(range(7))
-    monkeypatch.setenv("LOCAL_RANK", "0")
-    assert evaluation_sampler(range(7), Trainer(accelerator="cpu", devices=1, logger=False)) is None
 
 
 MODEL_AT_IMAGE_SIZE = f"""

@@ -15,13 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CATEGORY, IMAGE_SIZE, TrainedRun
 from PIL import Image
 
 from kdanomaly.cli import main
 from kdanomaly.data import image_files
+from tests.support import CATEGORY, IMAGE_SIZE, TrainedRun
 
-pytestmark = pytest.mark.slow
 TARGET_RATE = 0.2
 
 
@@ -91,7 +90,7 @@ def test_measured_false_review_rate_lies_in_the_reported_interval(calibrated: di
 def test_inspect_flags_every_defect_the_model_scores_above_threshold_and_keeps_bad_files(
     trained: TrainedRun, calibrated: dict, synthetic_root: Path, tmp_path: Path
 ) -> None:
-    from conftest import synthetic_datamodule
+    from tests.support import synthetic_datamodule
 
     datamodule = synthetic_datamodule(synthetic_root)
     datamodule.setup()

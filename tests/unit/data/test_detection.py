@@ -27,7 +27,7 @@ from kdanomaly.data.detection import (
     split,
 )
 
-NEU_ROOT = Path(__file__).resolve().parents[2] / "shared/datasets/neu_det"
+NEU_ROOT = Path(__file__).resolve().parents[4] / "shared/datasets/neu_det"
 Box = tuple[float, float, float, float]
 BOX_KEYS = ("xmin", "ymin", "xmax", "ymax")
 

@@ -1,0 +1,977 @@
+"""benchmarks/README.md and the results table of README.md, rendered from the committed result files.
+
+    python -m benchmarks.readme           # write both from benchmarks/results/
+    python -m benchmarks.readme --check   # exit 1 if a committed file differs from what this would write
+
+Every table comes from a file in ``benchmarks/results/``: the NEU-DET tables through
+:mod:`benchmarks.detect_neu_table`, the leaderboard through :mod:`kdanomaly.benchmark.results_table`, the rest from
+the JSON files. A table therefore cannot disagree with its file; rerun this after a result file changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import re
+import statistics
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from benchmarks import detect_neu_table
+from kdanomaly.benchmark.results_table import ResultsTable, leaderboard, to_markdown
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+BENCHMARKS_README = REPO / "benchmarks" / "README.md"
+TOP_README = REPO / "README.md"
+CONTENDERS = REPO / "kdanomaly" / "benchmark" / "contenders.py"
+LEADERBOARD = "leaderboard_cpu"
+BEGIN = "<!-- results table: written by `python -m benchmarks.readme` from benchmarks/results/, do not edit -->"
+END = "<!-- end of results table -->"
+MVTEC = "../shared/datasets/mvtec_ad"
+MAGNETIC_TILE = "../shared/datasets/magnetic_tile"
+NEU = "../shared/datasets/neu_det"
+TIMES, MINUS = "\u00d7", "\u2212"
+FULL, PLAIN = "+contrastive (full)", "plain"
+KSHOT = "KDAnomaly (k-shot)"
+EMBEDDINGS = {
+    "pretrained": "ImageNet backbone, no training",
+    "recognizer/backbone": "recognizer, pooled backbone features (default)",
+    "recognizer/projection": "recognizer, 128-d projection",
+    "cross_entropy": "cross-entropy baseline, pooled backbone features",
+}
+
+
+@dataclass(frozen=True)
+class Section:
+    """One ``##`` section of benchmarks/README.md: its title, the result files it renders and its Markdown body."""
+
+    title: str
+    files: tuple[str, ...]
+    body: str
+
+    @property
+    def anchor(self) -> str:
+        """The heading's anchor as GitHub makes it."""
+        return re.sub(r"[^a-z0-9 _-]", "", self.title.lower()).replace(" ", "-")
+
+    def markdown(self) -> str:
+        """The section with its heading and the links to its result files."""
+        links = ", ".join(f"[`results/{name}`](results/{name})" for name in self.files)
+        return f"## {self.title}\n\nResult files: {links}.\n\n{self.body}\n"
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+
+
+def load(name: str) -> dict[str, Any]:
+    """A JSON result file of benchmarks/results/."""
+    return json.loads((RESULTS / name).read_text())
+
+
+def paragraphs(*parts: str) -> str:
+    """Markdown blocks separated by blank lines; prose is re-joined onto one line per paragraph."""
+    blocks = []
+    for part in parts:
+        text = part.strip("\n")
+        verbatim = text.startswith(("```", "|", "- "))
+        blocks.append(text if verbatim else " ".join(text.split()))
+    return "\n\n".join(blocks)
+
+
+def table(header: Sequence[object], rows: Iterable[Sequence[object]], align: str = "") -> str:
+    """A Markdown table; ``align`` has one letter per column, ``r`` for right-aligned (default left)."""
+    rule = ["---:" if letter == "r" else "---" for letter in align.ljust(len(header), "l")]
+    return "\n".join("| " + " | ".join(map(str, line)) + " |" for line in [list(header), rule, *rows])
+
+
+def command(*lines: str) -> str:
+    """A bash block of the commands that wrote a file."""
+    return "```bash\n" + "\n".join(lines) + "\n```"
+
+
+def wrapped(first: str, rest: str) -> list[str]:
+    """A command over two lines, the second indented."""
+    return [first + " \\", "    " + rest]
+
+
+def machine(*files: tuple[str, str]) -> str:
+    """The ``machine`` each file records, from ``(file, machine)`` pairs."""
+    return "Machine: " + "; ".join(f"`{value}` ({name})" for name, value in files) + "."
+
+
+def auroc(value: float) -> str:
+    return f"{value:.4f}"
+
+
+def pair(cell: dict[str, float]) -> str:
+    """Image / pixel AUROC of a result row."""
+    return f"{auroc(cell['image_AUROC'])} / {auroc(cell['pixel_AUROC'])}"
+
+
+def mean_sd(cell: dict[str, float]) -> str:
+    return f"{cell['mean']:.2f} ± {cell['std']:.2f}"
+
+
+def spaced(number: int) -> str:
+    """1000000 as ``1 000 000``."""
+    return f"{number:,}".replace(",", " ")
+
+
+def megabytes(size: int) -> str:
+    return spaced(round(size / 1e6))
+
+
+def signed(value: float) -> str:
+    return f"{value:+.4f}"
+
+
+# -------------------------------------------------------------------------------------------------- leaderboard
+
+
+def contenders_constants() -> tuple[list[str], dict[str, str]]:
+    """``ABLATION`` and ``UNAVAILABLE`` of kdanomaly/benchmark/contenders.py, read without importing Anomalib."""
+    values = {}
+    for node in ast.parse(CONTENDERS.read_text()).body:
+        if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Name) and target.id in ("ABLATION", "UNAVAILABLE"):
+                    values[target.id] = ast.literal_eval(node.value)
+    return values["ABLATION"], values["UNAVAILABLE"]
+
+
+def leaderboard_frame() -> pd.DataFrame:
+    """The leaderboard's cells (results.csv)."""
+    return ResultsTable(RESULTS / LEADERBOARD / "results.csv").frame()
+
+
+def leaderboard_markdown() -> str:
+    """leaderboard.md as results_table renders it from results.csv; SystemExit if the committed file differs."""
+    ablation, unavailable = contenders_constants()
+    markdown = to_markdown(leaderboard_frame(), ablation, unavailable)
+    if markdown != (RESULTS / LEADERBOARD / "leaderboard.md").read_text().rstrip("\n"):
+        raise SystemExit(f"results/{LEADERBOARD}/leaderboard.md is not what results_table makes of results.csv")
+    return markdown
+
+
+def ablation_gains() -> str:
+    """Each ablation variant's image / pixel AUROC minus plain distillation's, per dataset."""
+    ablation, _ = contenders_constants()
+    frame = leaderboard_frame()
+    datasets = sorted(set(frame.dataset))
+    plain = frame[frame.model == ablation[0]].set_index("dataset")
+    rows = []
+    for model in ablation[1:]:
+        cells = frame[frame.model == model].set_index("dataset")
+        gains = [
+            f"{signed(cells.loc[d, 'image_AUROC'] - plain.loc[d, 'image_AUROC'])} / "
+            f"{signed(cells.loc[d, 'pixel_AUROC'] - plain.loc[d, 'pixel_AUROC'])}"
+            for d in datasets
+        ]
+        rows.append([model, *gains])
+    return table(["model", *(f"{d}, image / pixel" for d in datasets)], rows, "l" + "r" * len(datasets))
+
+
+def leaderboard_section() -> Section:
+    frame = leaderboard_frame()
+    ratio = load(f"{LEADERBOARD}/speed_ratio.json")
+    ratio_rows = [
+        [batch, f"{ratio[f'KDAnomaly_ms_batch{batch}']:.2f}", f"{ratio[f'Stfpm_ms_batch{batch}']:.2f}", ratio[key]]
+        for batch, key in ((1, "ratio_batch1"), (16, "ratio_batch16"))
+    ]
+    body = paragraphs(
+        """Image and pixel AUROC of KDAnomaly and Anomalib's own Padim, Patchcore and Stfpm, each (model, dataset)
+        cell trained and evaluated in its own process. The per-cell table adds pixel AUPRO, image F1 at Anomalib's
+        adaptive threshold, training seconds, inference ms per image at batch 1 and 16, peak RSS in MB and
+        parameters.""",
+        command(
+            *wrapped(
+                f"kdanomaly benchmark --profile cpu --out benchmarks/results/{LEADERBOARD}",
+                f"--datasets mvtec:{MVTEC}:bottle magnetic_tile:{MAGNETIC_TILE}",
+            )
+        ),
+        """Data: MVTec AD `bottle`; the magnetic tiles through `kdanomaly.data.magnetic_tile.MagneticTile`
+        (`MT_Free` permuted with seed 0, half for training, the other half and every defect image with its mask for
+        testing). `folder:ROOT` takes your own `good/`, `defect/` and optional `masks/`; `mvtec:ROOT:all` expands to
+        the 15 MVTec AD categories.""",
+        f"""Protocol, the same for every model (`kdanomaly/benchmark/contenders.py`): `tf_efficientnet_lite0` with
+        the same offline ImageNet weights, 256{TIMES}256 input normalised with the backbone's 0.5/0.5, seed 0, the
+        same split and the same evaluator. Profile `cpu`: every trainable model (KDAnomaly, its ablation variants,
+        Stfpm) gets 100 optimiser steps at batch 8; Padim (100 random features) and Patchcore make their one pass
+        over the training set, Patchcore with a 0.2 % coreset. Profile `full` keeps the published recipes (100
+        epochs, Patchcore's 10 % coreset), for a machine with a GPU. Validation runs once, after training, on the
+        test images (Anomalib's `same_as_test`); its outputs are scored with the post-processor and metrics
+        `Engine.test` uses (`kdanomaly/benchmark/evaluation.py`). Training seconds are the fit plus the memory
+        fitting before the first validation batch (Padim, Patchcore, KDAnomaly's memory), without evaluation.""",
+        machine(*((f"{LEADERBOARD}/results.csv", value) for value in sorted(set(frame.machine)))),
+        """`leaderboard.md`, as `kdanomaly/benchmark/results_table.py` renders it from `results.csv`: the
+        leaderboard, the models that could not run, KDAnomaly's ablation and every cell.
+        `KDAnomaly+SimAM+SSPCAB` is the full model's student evaluated without its normal memory (the same training
+        as the `KDAnomaly` row); the other variants are trainings of their own.""",
+        leaderboard_markdown(),
+        f"![Mean image and pixel AUROC per model](results/{LEADERBOARD}/leaderboard.png)",
+        """The ablation as differences to plain distillation (`KDAnomaly-plain`), image / pixel AUROC. One seed:
+        differences of a few thousandths are within noise.""",
+        ablation_gains(),
+        "### Inference time, KDAnomaly against Stfpm",
+        """The per-cell timings come from separate processes at different moments. `benchmarks/speed_ratio.py`
+        times the two magnetic-tile checkpoints the run kept side by side: same process, the same 16 test images,
+        alternating passes, the median of 5 rounds.""",
+        command(
+            *wrapped(
+                f"python -m benchmarks.speed_ratio --dataset magnetic_tile:{MAGNETIC_TILE}",
+                f"--out benchmarks/results/{LEADERBOARD}/speed_ratio.json",
+            )
+        ),
+        machine((f"{LEADERBOARD}/speed_ratio.json", ratio["machine"])),
+        table(["batch", "KDAnomaly ms / image", "Stfpm ms / image", "KDAnomaly / Stfpm"], ratio_rows, "rrrr"),
+    )
+    names = ("results.csv", "leaderboard.md", "leaderboard.png", "speed_ratio.json")
+    return Section("Leaderboard: KDAnomaly against Anomalib's models", tuple(f"{LEADERBOARD}/{n}" for n in names), body)
+
+
+# ---------------------------------------------------------------------------------------------------- KDAnomaly
+
+
+def kdad_bottle_section() -> Section:
+    result = load("kdad_bottle.json")
+    header = ["category", "image size", "epochs", "seed", "image AUROC", "pixel AUROC", "training s / epoch"]
+    header += ["ms / image, batch 1", "batch 16"]
+    row = [result["category"], result["image_size"], result["epochs"], result["seed"], auroc(result["image_AUROC"])]
+    row += [auroc(result["pixel_AUROC"]), f"{result['train_seconds_per_epoch']:.1f}"]
+    row += [f"{result['inference_ms_per_image_batch1']:.1f}", f"{result['inference_ms_per_image_batch16']:.1f}"]
+    body = paragraphs(
+        """KDAnomaly (`tf_efficientnet_lite0`, SimAM + SSPCAB) trained and tested on one MVTec AD category on the
+        CPU, batch 8. Measured before the normal memory was added: these are distillation-only figures, what
+        `memory_weight=0` gives today. The script builds the current default model, so rerunning it measures the
+        fused model.""",
+        command(
+            *wrapped(
+                f"python -m benchmarks.kdad_mvtec --root {MVTEC} --category bottle --epochs 20",
+                "--out benchmarks/results/kdad_bottle.json",
+            )
+        ),
+        machine(("kdad_bottle.json", f"{result['machine']}, torch {result['torch']}")),
+        table(header, [row], "lrrrrrrrr"),
+        """Training time is the training loop only (validation excluded), two data-loader workers decoding on the
+        same cores. Inference is the whole Anomalib module (resize, normalise, model, post-processing) on the first
+        32 test images, the median of three passes.""",
+    )
+    return Section("KDAnomaly distillation only, MVTec AD bottle", ("kdad_bottle.json",), body)
+
+
+def kshot_cells(rows: list[dict[str, Any]]) -> dict[tuple[str, int, str], dict[str, Any]]:
+    """The rows of a kshot_normal file by (dataset, k, model)."""
+    return {(row["dataset"], row["k"], row["model"]): row for row in rows}
+
+
+def kshot_section() -> Section:
+    first, rerun = load("kshot_normal.json"), load("kshot_normal_mt_memory_only.json")
+    cells, again = kshot_cells(first["rows"]), kshot_cells(rerun["rows"])
+    main = [
+        [
+            dataset,
+            k,
+            pair(cells[dataset, k, KSHOT]),
+            pair(cells[dataset, k, "Patchcore"]),
+            f"{cells[dataset, k, KSHOT]['train_seconds']:.1f}",
+            f"{cells[dataset, k, 'Patchcore']['train_seconds']:.1f}",
+        ]
+        for dataset, k in sorted({(dataset, k) for dataset, k, _ in cells})
+    ]
+    memory_rows = [
+        [
+            dataset,
+            k,
+            pair(cells[dataset, k, KSHOT]) if (dataset, k, KSHOT) in cells else "—",
+            pair(again[dataset, k, KSHOT]),
+            pair(again[dataset, k, f"{KSHOT}, memory only"]),
+        ]
+        for dataset, k in sorted({(dataset, k) for dataset, k, model in again if model == KSHOT})
+    ]
+    settings = first["settings"]
+    body = paragraphs(
+        f"""KDAnomaly in its k-shot mode (`memory_kind="prototype"`) against Anomalib's Patchcore, both given the
+        same k good images (drawn at random, seed {settings["seed"]}); the whole test set is scored. The
+        leaderboard's backbone, pre-processing and evaluator. KDAnomaly trains its student {settings["steps"]}
+        steps on the k images and keeps a 10 % coreset of their patches in its memory; Patchcore keeps its
+        published 10 % coreset of the same layers.""",
+        command(
+            *wrapped(
+                "python -m benchmarks.kshot_normal --out benchmarks/results/kshot_normal.json",
+                f"--datasets mvtec:{MVTEC}:bottle magnetic_tile:{MAGNETIC_TILE}",
+            )
+        ),
+        machine(("kshot_normal.json", first["machine"])),
+        "Image / pixel AUROC and training seconds:",
+        table(["data", "k", "KDAnomaly k-shot", "Patchcore", "KDAnomaly s", "Patchcore s"], main, "lrrrrr"),
+        """Where the pixel AUROC goes: a second run on the magnetic tiles scores each trained KDAnomaly twice,
+        fused and on its memory map alone (`memory_weight=1`). Its fused column is that run's; the first run's is
+        shown beside it (they differ where the two trainings did).""",
+        command(
+            *wrapped(
+                f'python -m benchmarks.kshot_normal --datasets magnetic_tile:{MAGNETIC_TILE} --models "{KSHOT}"',
+                "--out benchmarks/results/kshot_normal_mt_memory_only.json",
+            )
+        ),
+        machine(("kshot_normal_mt_memory_only.json", rerun["machine"])),
+        table(["data", "k", "fused, first run", "fused, this run", "memory only"], memory_rows, "lrrrr"),
+    )
+    files = ("kshot_normal.json", "kshot_normal_mt_memory_only.json")
+    return Section("KDAnomaly from k good images, against Patchcore", files, body)
+
+
+# --------------------------------------------------------------------------------------------------- inspection
+
+
+def inspect_bottle_section() -> Section:
+    result = load("inspect_bottle.json")
+    settings = result["settings"]
+    low, high = result["interval"]
+    difference = result["largest_score_difference_inspect_vs_model"]
+    rows = [
+        ["training images", result["training_images"]],
+        ["good training images held out", settings["held_out"]],
+        ["target false-review rate", f"{100 * float(settings['rate']):g} %"],
+        ["`kdanomaly calibrate` reported", result["calibration"]],
+        ["good images inspected", result["good_images_inspected"]],
+        ["of those sent to review", result["good_images_reviewed"]],
+        ["measured false-review rate", f"{100 * result['measured_false_review_rate']:.1f} %"],
+        ["inside the 95 % interval", f"{'yes' if result['measured_rate_in_interval'] else 'no'}"],
+        ["defective images inspected", result["defective_images"]],
+        ["of those sent to review", result["defective_reviewed"]],
+        [
+            "defective images the model scores above the threshold",
+            result["defective_scored_above_threshold_by_the_model"],
+        ],
+        ["of those missing from review", len(result["of_those_missing_from_review"])],
+        [
+            "image / pixel AUROC of the trained model",
+            f"{auroc(result['image_AUROC'])} / {auroc(result['pixel_AUROC'])}",
+        ],
+        ["largest difference between `inspect`'s score and the model's", f"{difference:.2g}"],
+    ]
+    body = paragraphs(
+        f"""`kdanomaly calibrate` then `kdanomaly inspect` on MVTec AD `bottle`: is the false-review rate the
+        promised one, and does every defect reach review? KDAnomaly (defaults, 256 px, {settings["epochs"]} epochs)
+        trains on the bottle training images minus {settings["held_out"]} held out at random (seed
+        {settings["seed"]}). Half of those calibrate the threshold for a {100 * float(settings["rate"]):g} %
+        false-review rate; the other half, the good test images and the defective test images are inspected. The
+        interval ({100 * low:.2f}-{100 * high:.2f} %) is the one `calibrate` reports for the false-review rate given
+        its calibration images.""",
+        command(f"python -m benchmarks.inspect_bottle --mvtec {MVTEC} --out benchmarks/results/inspect_bottle.json"),
+        machine(("inspect_bottle.json", result["machine"])),
+        table(["quantity", "value"], rows, "lr"),
+    )
+    return Section("Calibrated pre-screening, MVTec AD bottle", ("inspect_bottle.json",), body)
+
+
+def inspect_throughput_section() -> Section:
+    result = load("inspect_throughput.json")
+    settings = result["settings"]
+    header = ["images", "image size", "batch", "decoding workers", "reviewed", "model alone, images / s"]
+    header += ["`inspect`, images / s", "overhead"]
+    row = [result["images"], TIMES.join(map(str, result["image_size"])), settings["batch_size"], settings["workers"]]
+    row += [result["reviewed"], f"{result['forward_images_per_second']:.2f}"]
+    row += [f"{result['pipeline_images_per_second']:.2f}", f"{100 * result['pipeline_overhead']:.1f} %"]
+    body = paragraphs(
+        f"""The throughput of `kdanomaly inspect` against the model's own forward rate, in the same process, one
+        after the other, with `make demo`'s checkpoint. The images are synthetic PNGs written to a scratch folder.
+        Model alone: the same images already decoded and resized in memory, scored in batches. `inspect`: the whole
+        run on the files (decoding workers, scoring, regions, overlays, thumbnails, maps, journal, results and
+        report), with the threshold at the scores' 90th percentile so that 10 % of the images get regions.
+        Overhead = 1 {MINUS} `inspect`'s rate / the model's.""",
+        command(
+            *wrapped(
+                "python -m benchmarks.inspect_throughput --out benchmarks/results/inspect_throughput.json",
+                "--model results/demo/KDAnomaly/MVTecAD/weave/latest/weights/lightning/model.ckpt",
+            )
+        ),
+        machine(("inspect_throughput.json", result["machine"])),
+        table(header, [row], "rlrrrrrr"),
+    )
+    return Section("Throughput of kdanomaly inspect", ("inspect_throughput.json",), body)
+
+
+# --------------------------------------------------------------------------------------------------- recognizer
+
+
+def accuracy_rows(results: dict[str, Any], columns: Sequence[str], cell: Callable[[Any], str]) -> list[list[str]]:
+    """One row per matched embedding, ``cell`` of each column it has, ``not run`` for the others."""
+    return [
+        [EMBEDDINGS[name], *(cell(scores[c]) if c in scores else "not run" for c in columns)]
+        for name, scores in results.items()
+    ]
+
+
+def small_data_rows(name: str, report: dict[str, Any]) -> list[list[object]]:
+    """The small-data cells of one fewshot_neu file, one row each."""
+    settings = report["settings"]
+    return [
+        [
+            name,
+            settings["size"],
+            settings["epochs_small"],
+            EMBEDDINGS[model],
+            size,
+            f"{cell['accuracy']:.2f}",
+            f"{cell['train_seconds']:.1f}",
+        ]
+        for model, sizes in report["small"].items()
+        for size, cell in sizes.items()
+    ]
+
+
+def fewshot_neu_section() -> Section:
+    first, small, probe = (
+        load(f"{n}.json") for n in ("fewshot_neu", "fewshot_neu_small_200px", "fewshot_neu_small_10x40")
+    )
+    settings, novel = first["settings"], first["novel"]
+    novel_rows = [
+        [*row, f"{novel[name]['train_seconds']:.1f}" if novel[name]["train_seconds"] else "—"]
+        for name, row in zip(novel, accuracy_rows(novel, ["k=1", "k=3", "k=5"], mean_sd), strict=True)
+    ]
+    sizes = [str(size) for size in ast.literal_eval(small["settings"]["per_class"])]
+    columns = [f"{size}/class" for size in sizes]
+    small_rows = accuracy_rows(small["small"], columns, lambda cell: f"{cell['accuracy']:.2f}")
+    steps = small["small"]["recognizer/backbone"]
+    small_rows.append(["optimiser steps (batch 32)", *(str(steps[c]["steps"]) for c in columns)])
+    seconds = [
+        [
+            EMBEDDINGS[name].partition(",")[0],
+            *(f"{s[c]['train_seconds']:.1f}" if c in s else "not run" for c in columns),
+        ]
+        for name, s in small["small"].items()
+        if name != "recognizer/projection"
+    ]
+    other = small_data_rows("fewshot_neu.json", first) + small_data_rows("fewshot_neu_small_10x40.json", probe)
+    per_size = "l" + "r" * len(sizes)
+    body = paragraphs(
+        f"""The few-shot recognizer (`kdanomaly/models/recognizer/`) on NEU's six steel-surface defect classes
+        (whole images), against a cross-entropy baseline with the same backbone, views and budget, and against the
+        untrained ImageNet backbone. Backbone `{settings["backbone"]}` with its offline ImageNet weights, batch 32,
+        Adam 5e-4, seed {settings["seed"]}. Accuracy in %: an image gets the class whose references have the highest
+        mean cosine similarity to it (the `PrototypeMemory` rule). The recognizer is matched on its pooled backbone
+        features (its default) and on its trained 128-d projection.""",
+        "### Novel classes",
+        f"""Trained {settings["epochs"]} epochs on the images of inclusion, patches and rolled-in_scale at
+        {settings["size"]} px; k references of crazing, pitted_surface and scratches enrolled, every other image of
+        those three classified; mean ± standard deviation over {settings["draws"]} reference draws. One training
+        seed per model.""",
+        command(f"python -m benchmarks.fewshot_neu --data {NEU}/IMAGES --out benchmarks/results/fewshot_neu.json"),
+        machine(("fewshot_neu.json", first["machine"])),
+        table(["embedding matched", "k = 1", "k = 3", "k = 5", "training s"], novel_rows, "lrrrr"),
+        """The projection, trained to separate the training classes (ArcFace) and to be view-invariant, loses what
+        tells unseen types apart; the pooled features below it transfer. Hence `match_on="backbone"` by
+        default.""",
+        "### Small data",
+        f"""{", ".join(sizes)} random images per class of all six at NEU's native {small["settings"]["size"]} px,
+        {small["settings"]["epochs_small"]} epochs each; the same images enrolled, every other image classified. The
+        script writes its file after each trained model; `--resume` keeps what is there and runs the rest on the
+        same training images, `--models` picks which models run.""",
+        command(
+            *wrapped(
+                f"python -m benchmarks.fewshot_neu --data {NEU}/IMAGES --protocols small --size 200 --epochs-small 80",
+                "--out benchmarks/results/fewshot_neu_small_200px.json",
+            ),
+            "# then the same command with --resume --models recognizer",
+        ),
+        machine(("fewshot_neu_small_200px.json", small["machine"])),
+        table(["embedding matched", *(f"{s} / class" for s in sizes)], small_rows, per_size),
+        "Training seconds:",
+        table(["model", *(f"{s} / class" for s in sizes)], seconds, per_size),
+        """The same protocol at 128 px with fewer steps: `fewshot_neu.json` (the novel-class command's small-data
+        part) and `fewshot_neu_small_10x40.json` (10 / class, 40 epochs). There the recognizer trails the
+        cross-entropy baseline; the table above uses NEU's native size and a budget in epochs.""",
+        command(
+            *wrapped(
+                f"python -m benchmarks.fewshot_neu --data {NEU}/IMAGES --protocols small --per-class 10",
+                "--epochs-small 40 --out benchmarks/results/fewshot_neu_small_10x40.json",
+            )
+        ),
+        machine(("fewshot_neu_small_10x40.json", probe["machine"])),
+        table(["file", "px", "epochs", "embedding matched", "images", "accuracy", "training s"], other, "lrrllrr"),
+    )
+    files = ("fewshot_neu.json", "fewshot_neu_small_200px.json", "fewshot_neu_small_10x40.json")
+    return Section("Few-shot defect types on NEU", files, body)
+
+
+def fewshot_mt_section() -> Section:
+    result = load("fewshot_mt.json")
+    settings, crops = result["settings"], result["crops_per_type"]
+    rows = [
+        [EMBEDDINGS[name].replace("recognizer", "NEU recognizer"), *(mean_sd(cells[f"k={k}"]) for k in (1, 3, 5))]
+        for name, cells in result["accuracy"].items()
+    ]
+    counts = ", ".join(f"{name} {count}" for name, count in crops.items())
+    body = paragraphs(
+        f"""The k-shot protocol on a factory's own defect types that the recognizer never saw: a recognizer trained
+        on all six NEU classes, then the magnetic tiles' {len(crops)} defect types (chance:
+        {100 / len(crops):.0f} %). Each defect is cut out around its mask (the mask's box grown to a square of 1.25
+        times its longer side, at least 64 px), as `kdanomaly inspect` hands regions to the recognizer:
+        {sum(crops.values())} crops ({counts}); {len(result["skipped_empty_masks"])} images with an empty mask are
+        skipped. k references per type enrolled, every other crop classified at {settings["size"]} px; mean ±
+        standard deviation over {settings["draws"]} draws.""",
+        command(
+            *wrapped(
+                f"kdanomaly fewshot train -c configs/recognizer/default.yaml --data.root {NEU}/IMAGES",
+                "--trainer.max_epochs 2 --out neu.ckpt",
+            ),
+            *wrapped(
+                f"python -m benchmarks.fewshot_mt --data {MAGNETIC_TILE} --model neu.ckpt",
+                "--out benchmarks/results/fewshot_mt.json",
+            ),
+        ),
+        machine(("fewshot_mt.json", result["machine"])),
+        table(["embedding matched", "k = 1", "k = 3", "k = 5"], rows, "lrrr"),
+        """What the recognizer learned on NEU's steel textures does not carry over to the tiles' defect shapes: for a
+        new product line, train the recognizer on that line's own labelled types.""",
+    )
+    return Section("Magnetic-tile defect types, recognizer trained on NEU", ("fewshot_mt.json",), body)
+
+
+# ----------------------------------------------------------------------------------------------------- detector
+
+CELL_HEADER = ["k / class", "variant", "mAP@0.5", *(c.replace("_", " ") for c in detect_neu_table.CLASSES)]
+CELL_HEADER += ["parameters", "train s", "ms / image"]
+DRAW_HEADER = ["k / class", "variant", "mAP@0.5 per draw, in draw order", "mean ± sd", "minus plain, same draw"]
+
+
+# The runs that wrote each detect_neu file: options of the command's first line, of its second (before --out), and
+# whether it continued the file (--resume).
+BOTH = '--variants "+contrastive (full)" plain'
+PAIR = '--variants plain "+contrastive (full)"'
+DETECT_RUNS = {
+    "detect_neu_flips.json": [
+        ("--flips --sizes 10 30 --steps 1000 --protocols supervised", f"{BOTH} --checkpoints /tmp/ckpt", False),
+        ("--flips --sizes 10 --draws 1 --steps 1000 --protocols supervised", f"{BOTH} --checkpoints /tmp/ckpt", True),
+        ("--flips --sizes 30 --draws 1 2 --steps 1000 --protocols supervised", f"{BOTH} --checkpoints /tmp/ckpt", True),
+    ],
+    "detect_neu_flips_2000.json": [
+        ("--flips --sizes 10 30 --steps 2000 --protocols supervised", f"{BOTH} --checkpoints /tmp/ckpt2000", False),
+    ],
+    "detect_neu.json": [
+        ("--sizes 10 30 --steps 1000 --protocols supervised", PAIR, False),
+        ("--sizes 30 --steps 1000 --protocols supervised", "--variants +ghost_fpn +deformable", True),
+        ("--sizes 10 --steps 1000 --protocols supervised", "--variants +ghost_fpn", True),
+        ("--sizes 10 --steps 1000 --protocols novel", "--variants plain", True),
+        ("--sizes 5 --steps 1000 --protocols supervised", PAIR, True),
+        ("--sizes 30 10 --draws 1 2 --steps 1000 --protocols supervised", PAIR, True),
+        ("--sizes full --steps 1000 --protocols supervised", PAIR, True),
+        ("--sizes 30 10 --draws 1 2 --steps 1000 --protocols supervised", "--variants +ghost_fpn", True),
+    ],
+}
+
+
+def detect_commands(out: str) -> str:
+    """The ``benchmarks.detect_neu`` commands that wrote ``results/<out>``, in order."""
+    lines = []
+    for first, second, resume in DETECT_RUNS[out]:
+        rest = f"{second} --out benchmarks/results/{out}" + (" --resume" if resume else "")
+        lines += wrapped(f"python -m benchmarks.detect_neu --root {NEU} {first}", rest)
+    return command(*lines)
+
+
+def detect_tables(report: dict[str, Any]) -> str:
+    """:mod:`benchmarks.detect_neu_table`'s tables: the split seed's cells, then each variant across draws."""
+    cells = table(CELL_HEADER, [], "rl" + "r" * (len(CELL_HEADER) - 2))
+    cells += "\n" + "\n".join(detect_neu_table.cell_rows(report))
+    draws = detect_neu_table.draw_rows(report, int(report["settings"]["seed"]))
+    if not draws:
+        return cells
+    return cells + "\n\n" + table(DRAW_HEADER, [], "rllrl") + "\n" + "\n".join(draws)
+
+
+def detect_machine(name: str, report: dict[str, Any]) -> str:
+    """The file's machine, and the cells that record a torch version of their own when it is another."""
+    torch_version = report["machine"].rpartition("torch ")[2]
+    other: dict[str, list[str]] = {}
+    for key, cells in report["supervised"].items():
+        for variant, cell in cells.items():
+            if cell.get("torch", torch_version) != torch_version:
+                other.setdefault(cell["torch"], []).append(f"{key} {variant}")
+    line = machine((name, report["machine"]))
+    for version, where in other.items():
+        line += f" Cells that record torch {version}: " + "; ".join(where) + "."
+    return line
+
+
+def detect_protocol(report: dict[str, Any]) -> str:
+    """The split, budget and metric of a detect_neu file."""
+    settings = report["settings"]
+    flips = ", every training image flipped left-right and top-bottom at random" if settings.get("flips") else ""
+    return (
+        f"NEU-DET split once, seeded (seed {settings['seed']}), into {report['train_images']} training and "
+        f"{report['test_images']} test images; k training images per class drawn from the training part (`full`: all "
+        f"of it); {settings['steps']} AdamW steps at batch {settings['batch_size']}, {settings['image_size']} px"
+        f"{flips}; AP at IoU 0.5, in %, on every test image (torchmetrics, COCO-style)."
+    )
+
+
+def map_by_cell(report: dict[str, Any]) -> dict[tuple[str, int, str], float]:
+    """mAP@0.5 by (k, draw, variant)."""
+    seed = int(report["settings"]["seed"])
+    found = {}
+    for key, cells in report["supervised"].items():
+        size, _, draw = key.partition(", draw ")
+        for variant, cell in cells.items():
+            found[size.removesuffix("/class"), int(draw) if draw else seed, variant] = cell["mAP@0.5"]
+    return found
+
+
+def flips_rows(without: dict[str, Any], flipped: dict[str, Any]) -> list[list[object]]:
+    """mAP@0.5 without and with flips of every (k, draw, variant) both files hold."""
+    plain, flips = map_by_cell(without), map_by_cell(flipped)
+    order = list(detect_neu_table.LABELS)
+
+    def position(cell: tuple[str, int, str]) -> tuple[int, int, int]:
+        return (int(cell[0]) if cell[0].isdigit() else sys.maxsize, cell[1], order.index(cell[2]))
+
+    return [
+        [
+            size,
+            draw,
+            detect_neu_table.LABELS[variant],
+            f"{plain[size, draw, variant]:.2f}",
+            f"{flips[size, draw, variant]:.2f}",
+            f"{flips[size, draw, variant] - plain[size, draw, variant]:+.2f}",
+        ]
+        for size, draw, variant in sorted(plain.keys() & flips.keys(), key=position)
+    ]
+
+
+def detector_section() -> Section:
+    flipped, longer, without = (load(f"{n}.json") for n in ("detect_neu_flips", "detect_neu_flips_2000", "detect_neu"))
+    novel, trained = without["novel"], without["supervised"]["10/class"][FULL]
+    novel_classes = [c for c in detect_neu_table.CLASSES if c in novel]
+    novel_rows = [
+        ["enrolled in the memory, no retraining", novel["base_images"], novel["references"], f"{novel['mAP@0.5']:.2f}"]
+        + [f"{novel[c]:.2f}" for c in novel_classes],
+        ["trained on all six classes, 10 / class, draw 0 (for comparison)", "—", "—", "—"]
+        + [f"{trained[c]:.2f}" for c in novel_classes],
+    ]
+    novel_header = ["full model", "base images", "references", "mAP@0.5", *(c.replace("_", " ") for c in novel_classes)]
+    steps = int(without["settings"]["steps"])
+    body = paragraphs(
+        """The few-shot detector (`kdanomaly/models/detector/`) on NEU-DET's six boxed defect types, against `plain`
+        (torchvision's FPN, no deformable block, no contrastive branch; the same backbone). Columns: mAP@0.5 and
+        AP@0.5 per class in %, parameters, training seconds, and inference ms per image (one image at a time, after
+        two warm-up images). Draw 0 is the split's seed; other draws redraw the k images and the initial weights, so
+        a variant and plain on the same draw saw the same images. The tables are what
+        `python -m benchmarks.detect_neu_table FILE` prints.""",
+        "### Trained on flips (what `kdanomaly detect train` does)",
+        detect_protocol(flipped),
+        detect_commands("detect_neu_flips.json"),
+        detect_machine("detect_neu_flips.json", flipped),
+        detect_tables(flipped),
+        "### Trained on flips, twice as long",
+        detect_protocol(longer) + " The same warm-up and cosine decay over twice the steps.",
+        detect_commands("detect_neu_flips_2000.json"),
+        detect_machine("detect_neu_flips_2000.json", longer),
+        detect_tables(longer),
+        "### Without flips, and the parts of the model",
+        detect_protocol(without)
+        + """ Each part of the full model on its own: the deformable last stage, then the Ghost FPN, then the
+        contrastive branch (weight 0.1).""",
+        detect_commands("detect_neu.json"),
+        detect_machine("detect_neu.json", without),
+        detect_tables(without),
+        "### Flips against no flips",
+        f"mAP@0.5 of every cell both {spaced(steps)}-step files hold (same k, draw and variant: the same images):",
+        table(
+            ["k / class", "draw", "variant", "no flips", "flips", "flips minus no flips"],
+            flips_rows(without, flipped),
+            "rrlrrr",
+        ),
+        "### Novel classes through the memory",
+        f"""The full model trained on the {novel["base_images"]} training images of inclusion, patches and rolled-in
+        scale; {without["settings"]["novel_k"]} boxed images of each of crazing, pitted surface and scratches
+        enrolled in a `PrototypeMemory` ({novel["references"]} references, no retraining). Every proposal takes its
+        most similar enrolled class, scored by the box classifier's foreground probability {TIMES}
+        (1 + similarity) / 2; AP on the test images that hold only those three classes. Enrolment names boxes
+        without retraining, but the detector does not find types it was not trained on: the RPN and the foreground
+        score learned only the base types. For a new type, train with its boxes; the memory is for naming.""",
+        table(novel_header, novel_rows, "lrrrrrr"),
+    )
+    files = ("detect_neu_flips.json", "detect_neu_flips_2000.json", "detect_neu.json")
+    return Section("Boxed defect types: NEU-DET detector", files, body)
+
+
+# ------------------------------------------------------------------------------------------------------- memory
+
+
+def memory_speed_section() -> Section:
+    result = load("memory_speed.json")
+    coreset, search = result["coreset"], result["search"]
+    coreset_row = [f" {TIMES} ".join(map(spaced, coreset["features"])), spaced(coreset["coreset_size"])]
+    coreset_row += [f"{coreset['anomalib_kcenter_seconds']:.2f}", f"{coreset['kdanomaly_kcenter_seconds']:.2f}"]
+    coreset_row += [f"{coreset['speedup']}{TIMES}", f"{coreset['anomalib_covering_radius']:.4f}"]
+    coreset_row += [f"{coreset['kdanomaly_covering_radius']:.4f}"]
+    coreset_header = ["features", "picks", "Anomalib s", "kdanomaly s", "speed-up", "Anomalib radius"]
+    coreset_header += ["kdanomaly radius"]
+    search_rows = [
+        [
+            kind,
+            f"{search[kind]['build_seconds']:.2f}",
+            setting.removeprefix(f"{kind}_"),
+            f"{measured['ms_per_query']:.3f}",
+            measured["recall@1"],
+        ]
+        for kind in ("flat", "ivf", "hnsw")
+        for setting, measured in search[kind].items()
+        if setting != "build_seconds"
+    ]
+    body = paragraphs(
+        """1. Coreset selection: teacher patch features of the MVTec AD bottle training images
+        (`tf_efficientnet_lite0`, 256 px); `kdanomaly.memory.k_center_greedy` (exact greedy k-center with
+        triangle-inequality and principal-subspace pruning) against Anomalib Patchcore's `KCenterGreedy` (random
+        projection, plain greedy), one process, one after the other; and the covering radius each coreset achieves
+        on all the features (smaller is better).""",
+        f"""2. Search: {f" {TIMES} ".join(map(spaced, search["references"]))} random unit vectors,
+        {spaced(search["queries"])} queries in one batch, top-1: flat (exact) against IVF and HNSW at several search
+        efforts.""",
+        command(f"python -m benchmarks.memory_speed --mvtec {MVTEC} --out benchmarks/results/memory_speed.json"),
+        machine(("memory_speed.json", result["machine"])),
+        table(coreset_header, [coreset_row], "rrrrrrr"),
+        table(["index", "build s", "search setting", "ms / query", "recall@1"], search_rows, "lrlrr"),
+    )
+    return Section("Prototype memory: coreset and search speed", ("memory_speed.json",), body)
+
+
+def scale_points(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every measured point of memory_scale.json's runs, by size and bytes per reference."""
+    points = (point for run in result["runs"] for point in run["points"])
+    return sorted(points, key=lambda p: (p["references"], p["pq_bytes"]))
+
+
+def memory_scale_section() -> Section:
+    result = load("memory_scale.json")
+    points = scale_points(result)
+    build_rows = [
+        [
+            spaced(p["references"]),
+            p["pq_bytes"],
+            megabytes(p["ivfpq_file_bytes"]),
+            megabytes(p["flat_vector_bytes"]),
+            f"{p['train_seconds']:.1f}",
+            f"{p['shards_wall_seconds']:.1f}",
+            f"{p['merge_and_save_seconds']:.1f}",
+        ]
+        for p in points
+    ]
+    build_header = ["references", "bytes / reference", "memory file, MB", "flat vectors, MB", "train s"]
+    build_header += ["shards s (wall)", "merge + save s"]
+    search_rows = [
+        [
+            spaced(p["references"]),
+            p["pq_bytes"],
+            setting.removeprefix("probes="),
+            f"{found['ms_per_query']:.3f}",
+            found["recall@10"],
+            found["overlap@10"],
+        ]
+        for p in points
+        for setting, found in p["search"].items()
+    ]
+    settings = result["runs"][0]["settings"]
+    body = paragraphs(
+        f"""An `ivfpq` `PrototypeMemory` built in shards by separate processes and merged. 128-d references from a
+        mixture of 4 096 Gaussian clusters; the memory ({settings["lists"]} lists) is trained on
+        {spaced(int(settings["train"]))} of them and saved; {settings["shards"]} worker processes
+        ({settings["workers"]} at a time) each load it, add their slice and save; the shards are merged. 1 000
+        queries from the same mixture. `recall@10`: share of queries whose exact nearest neighbour is among the 10
+        returned; `overlap@10`: mean share of the exact top 10 returned (exact answers from `faiss.knn` over every
+        slice). Flat vectors are computed, N {TIMES} 128 {TIMES} 4 bytes, what a flat memory must hold; the memory
+        file is measured and includes ids and labels.""",
+        command("python -m benchmarks.memory_scale --out benchmarks/results/memory_scale.json"),
+        machine(("memory_scale.json", result["machine"]))
+        + f" The file holds {len(result['runs'])} runs; its note: {result['note']}. The script's default"
+        " `--pq-bytes 16 32 64` now measures all three sizes in one run.",
+        table(build_header, build_rows, "rrrrrrr"),
+        table(
+            ["references", "bytes / reference", "lists probed", "ms / query", "recall@10", "overlap@10"],
+            search_rows,
+            "rrrrrr",
+        ),
+        """The codes' precision, not the number of lists probed, limits recall on these clusters; choose `pq_bytes`
+        on your own embeddings (the default is about `dim / 2`).""",
+    )
+    return Section("Prototype memory at millions of references", ("memory_scale.json",), body)
+
+
+# ----------------------------------------------------------------------------------------------------- assembly
+
+SECTIONS: tuple[Callable[[], Section], ...] = (
+    leaderboard_section,
+    kdad_bottle_section,
+    kshot_section,
+    inspect_bottle_section,
+    inspect_throughput_section,
+    fewshot_neu_section,
+    fewshot_mt_section,
+    detector_section,
+    memory_speed_section,
+    memory_scale_section,
+)
+
+
+def benchmarks_readme(sections: Sequence[Section]) -> str:
+    """The whole of benchmarks/README.md."""
+    head = paragraphs(
+        "# Benchmark results",
+        """Written by `python -m benchmarks.readme` from the result files in [`results/`](results/); do not edit it
+        by hand. Every table is rendered from the files named under its section; each section gives the command
+        that wrote them and the machine they record. The benchmark scripts are run by hand, not by the tests.""",
+        "\n".join(f"- [{section.title}](#{section.anchor})" for section in sections),
+    )
+    return "\n".join([head + "\n", *(section.markdown() for section in sections)])
+
+
+def draw_means(report: dict[str, Any], size: str) -> dict[str, float]:
+    """Each variant's mean mAP@0.5 over its draws at ``size`` images per class."""
+    by_variant: dict[str, list[float]] = {}
+    for (k, _, variant), value in map_by_cell(report).items():
+        if k == size:
+            by_variant.setdefault(variant, []).append(value)
+    return {variant: statistics.mean(values) for variant, values in by_variant.items()}
+
+
+def summary_rows(links: dict[Callable[[], Section], str]) -> list[list[str]]:
+    """The headline figures, each with the link to its section, for README.md."""
+    frame = leaderboard_frame()
+    ablation, _ = contenders_constants()
+    board = leaderboard(frame[~frame.model.isin(ablation[:-1])])
+    rival = board.drop(index="KDAnomaly").index[0]
+    ours, theirs = board.loc["KDAnomaly"], board.loc[rival]
+    kdad = load("kdad_bottle.json")
+    kshot = kshot_cells(load("kshot_normal.json")["rows"])
+    screening, throughput = load("inspect_bottle.json"), load("inspect_throughput.json")
+    low, high = screening["interval"]
+    neu, tiles = load("fewshot_neu.json")["novel"], load("fewshot_mt.json")["accuracy"]
+    small = load("fewshot_neu_small_200px.json")["small"]["recognizer/backbone"]["10/class"]
+    flips, novel = load("detect_neu_flips.json"), load("detect_neu.json")["novel"]
+    ten, thirty = draw_means(flips, "10"), draw_means(flips, "30")
+    coreset = load("memory_speed.json")["coreset"]
+    largest = scale_points(load("memory_scale.json"))[-1]
+    rate = 100 * float(screening["settings"]["rate"])
+    return [
+        [
+            "Anomaly detection, MVTec AD bottle + magnetic tiles, mean image / pixel AUROC",
+            f"KDAnomaly {auroc(ours['mean image'])} / {auroc(ours['mean pixel'])}; best Anomalib model ({rival}) "
+            f"{auroc(theirs['mean image'])} / {auroc(theirs['mean pixel'])}",
+            links[leaderboard_section],
+        ],
+        [
+            "KDAnomaly without its memory, MVTec AD bottle, image / pixel AUROC",
+            f"{auroc(kdad['image_AUROC'])} / {auroc(kdad['pixel_AUROC'])}",
+            links[kdad_bottle_section],
+        ],
+        [
+            "From 1 good image, MVTec AD bottle, image / pixel AUROC",
+            f"KDAnomaly {pair(kshot['bottle', 1, KSHOT])}; Patchcore {pair(kshot['bottle', 1, 'Patchcore'])}",
+            links[kshot_section],
+        ],
+        [
+            f"Calibrated screening, MVTec AD bottle, {rate:g} % target false-review rate",
+            f"{100 * screening['measured_false_review_rate']:.1f} % of good images reviewed (reported interval "
+            f"{100 * low:.2f}-{100 * high:.2f} %); {screening['defective_reviewed']} of "
+            f"{screening['defective_images']} defective images reviewed",
+            links[inspect_bottle_section],
+        ],
+        [
+            "`kdanomaly inspect`, images per second",
+            f"{throughput['pipeline_images_per_second']:.2f}; the model alone "
+            f"{throughput['forward_images_per_second']:.2f} ({100 * throughput['pipeline_overhead']:.1f} % overhead)",
+            links[inspect_throughput_section],
+        ],
+        [
+            "Defect types unseen in training, NEU, 5 references per type, accuracy",
+            f"recognizer {mean_sd(neu['recognizer/backbone']['k=5'])} %; cross-entropy baseline "
+            f"{mean_sd(neu['cross_entropy']['k=5'])} %; ImageNet backbone {mean_sd(neu['pretrained']['k=5'])} %",
+            links[fewshot_neu_section],
+        ],
+        [
+            "NEU, 10 training images per class, accuracy",
+            f"recognizer {small['accuracy']:.2f} %",
+            links[fewshot_neu_section],
+        ],
+        [
+            "Magnetic-tile defect types, recognizer trained on NEU, 5 references per type, accuracy",
+            f"NEU recognizer {mean_sd(tiles['recognizer/backbone']['k=5'])} %; ImageNet backbone "
+            f"{mean_sd(tiles['pretrained']['k=5'])} %",
+            links[fewshot_mt_section],
+        ],
+        [
+            "NEU-DET detector trained on flips, mAP@0.5, mean over draws",
+            f"10 / class: full {ten[FULL]:.2f}, plain {ten[PLAIN]:.2f}; 30 / class: full {thirty[FULL]:.2f}, "
+            f"plain {thirty[PLAIN]:.2f}",
+            links[detector_section],
+        ],
+        [
+            "NEU-DET, 3 types enrolled without retraining, mAP@0.5",
+            f"{novel['mAP@0.5']:.2f}",
+            links[detector_section],
+        ],
+        [
+            f"Coreset of {spaced(coreset['coreset_size'])} from {spaced(coreset['features'][0])} patches, seconds",
+            f"kdanomaly {coreset['kdanomaly_kcenter_seconds']:.2f}; Anomalib {coreset['anomalib_kcenter_seconds']:.2f}",
+            links[memory_speed_section],
+        ],
+        [
+            f"Memory of {spaced(largest['references'])} references, {largest['pq_bytes']} bytes each",
+            f"{megabytes(largest['ivfpq_file_bytes'])} MB file, recall@10 "
+            f"{largest['search']['probes=16']['recall@10']} (16 lists probed)",
+            links[memory_scale_section],
+        ],
+    ]
+
+
+def with_summary(readme: str, summary: str) -> str:
+    """README.md with the text between its results-table markers replaced by ``summary``."""
+    start, end = readme.find(BEGIN), readme.find(END)
+    if start < 0 or end < start:
+        raise SystemExit(f"README.md lacks the markers of its results table:\n{BEGIN}\n{END}")
+    return readme[: start + len(BEGIN)] + "\n" + summary + "\n" + readme[end:]
+
+
+def rendered() -> dict[Path, str]:
+    """What benchmarks/README.md and README.md should hold."""
+    sections = {function: function() for function in SECTIONS}
+    links = {function: f"[{s.title}](benchmarks/README.md#{s.anchor})" for function, s in sections.items()}
+    summary = table(["measured", "result", "details"], summary_rows(links))
+    return {
+        BENCHMARKS_README: benchmarks_readme(list(sections.values())),
+        TOP_README: with_summary(TOP_README.read_text(), summary),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Write the two files, or with ``--check`` report the stale ones and return 1."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="compare with the committed files and write nothing")
+    args = parser.parse_args(argv)
+    stale = []
+    for path, text in rendered().items():
+        shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+        if path.exists() and path.read_text() == text:
+            continue
+        if args.check:
+            stale.append(str(shown))
+        else:
+            path.write_text(text)
+            print(f"wrote {shown}")
+    if stale:
+        print(f"{', '.join(stale)}: not what the result files give; run `python -m benchmarks.readme`")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""What the ``kdanomaly`` command prints besides its own output: third-party warnings only with ``-v``, and every
+log line once (Anomalib's ``configure_logger`` puts a second handler on the root logger, so each line came twice)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+VERBOSE_FLAGS = ("-v", "--verbose")
+LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+RUN_LOGGERS = ("anomalib", "lightning.pytorch", "kdanomaly")  # what the run itself reports, at INFO
+QUIET_LOGGERS = ("anomalib.cli.utils.openvino",)  # start-up notes that say nothing about the run
+
+
+def take_verbose_flag(argv: list[str]) -> tuple[list[str], bool]:
+    """``argv`` without ``-v`` / ``--verbose``, and whether one was there."""
+    kept = [arg for arg in argv if arg not in VERBOSE_FLAGS]
+    return kept, len(kept) != len(argv)
+
+
+def configure_output(verbose: bool) -> None:
+    """One log handler; the run's own loggers at INFO, the rest at WARNING (all at INFO if ``verbose``); unless
+    ``verbose``, no warnings raised outside kdanomaly and no start-up notes.
+
+    Call it before Anomalib, timm or Lightning are imported: their deprecation warnings fire at import time.
+    """
+    logging.basicConfig(format=LOG_FORMAT, level=logging.INFO if verbose else logging.WARNING, force=True)
+    if verbose:
+        return
+    for name in RUN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
+    warnings.filterwarnings("ignore")
+    warnings.filterwarnings("default", module=r"kdanomaly(\.|$)")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

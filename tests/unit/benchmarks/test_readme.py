@@ -1,0 +1,54 @@
+"""benchmarks/README.md and README.md's results table are what benchmarks/readme.py renders from the result files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import readme
+
+
+def test_the_committed_readmes_are_what_the_generator_writes() -> None:
+    for path, text in readme.rendered().items():
+        assert path.read_text() == text, f"{path.name} is stale: run `python -m benchmarks.readme`"
+
+
+def test_a_table_row_holds_its_result_file_values() -> None:
+    result = json.loads((readme.RESULTS / "kshot_normal.json").read_text())
+    first = next(row for row in result["rows"] if row["model"] == "KDAnomaly (k-shot)")
+    patchcore = next(r for r in result["rows"] if r["model"] == "Patchcore" and r["k"] == first["k"])
+    body = readme.kshot_section().body
+    row = next(line for line in body.splitlines() if line.startswith(f"| {first['dataset']} | {first['k']} |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[2:] == [
+        f"{first['image_AUROC']:.4f} / {first['pixel_AUROC']:.4f}",
+        f"{patchcore['image_AUROC']:.4f} / {patchcore['pixel_AUROC']:.4f}",
+        f"{first['train_seconds']:.1f}",
+        f"{patchcore['train_seconds']:.1f}",
+    ]
+
+
+def test_a_table_follows_its_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    stored = readme.load
+
+    def changed(name: str) -> dict[str, Any]:
+        result = stored(name)
+        return result | {"pipeline_images_per_second": 1.23} if name == "inspect_throughput.json" else result
+
+    monkeypatch.setattr(readme, "load", changed)
+    row = readme.inspect_throughput_section().body.splitlines()[-1]
+    assert "| 1.23 |" in row
+
+
+def test_check_reports_a_stale_file_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stale = tmp_path / "README.md"
+    stale.write_text("| an old table |\n")
+    monkeypatch.setattr(readme, "BENCHMARKS_README", stale)
+    assert readme.main(["--check"]) == 1
+    assert str(stale) in capsys.readouterr().out
+    assert stale.read_text() == "| an old table |\n"

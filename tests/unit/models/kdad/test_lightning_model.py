@@ -1,0 +1,43 @@
+"""KDAnomaly as an Anomalib model, untrained: ablation switches, pre-processing, bad configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kdanomaly import KDAnomaly
+from kdanomaly.weights import MissingWeightsError
+
+
+@pytest.mark.parametrize(("use_simam", "use_sspcab"), [(False, False), (True, False), (False, True)])
+def test_ablation_switches_change_the_student(use_simam: bool, use_sspcab: bool) -> None:
+    model = KDAnomaly(use_simam=use_simam, use_sspcab=use_sspcab, visualizer=False)
+    has_simam = any(type(m).__name__ == "SimAM" for m in model.model.student.modules())
+    assert has_simam == use_simam
+    assert (model.model.sspcab is not None) == use_sspcab
+
+
+def test_default_pre_processor_uses_the_backbones_normalisation() -> None:
+    assert KDAnomaly(visualizer=False).pre_processor.transform.transforms[-1].mean == [0.5, 0.5, 0.5]
+    imagenet = KDAnomaly.configure_pre_processor(backbone="resnet18", layers=["layer1", "layer2", "layer3"])
+    assert imagenet.transform.transforms[-1].mean == pytest.approx([0.485, 0.456, 0.406])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"layers": ["blocks.1", "blocks.9"]}, ValueError, "unknown layer"),
+        ({"backbone": "resnet_nonexistent"}, ValueError, "unknown backbone"),
+        ({"backbone": "resnet18", "layers": ["layer1", "layer2"]}, MissingWeightsError, "kdanomaly weights install"),
+    ],
+)
+def test_bad_configuration_is_rejected_before_any_work(
+    kwargs: dict, error: type[Exception], message: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from kdanomaly import weights
+
+    monkeypatch.setattr(weights.hf_constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(weights, "hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(error, match=message):
+        KDAnomaly(**kwargs)
