@@ -30,16 +30,19 @@ def exact_vectors_index(
 ) -> faiss.Index:
     """A ``flat``, ``ivf`` or ``hnsw`` index over ``vectors`` (IVF trained on them; ids are the rows)."""
     dim = vectors.shape[1]
+    index: faiss.Index
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, neighbors, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = search_depth
+        graph = faiss.IndexHNSWFlat(dim, neighbors, faiss.METRIC_INNER_PRODUCT)
+        graph.hnsw.efSearch = search_depth
+        index = graph
     elif kind == "ivf":
         lists = ivf_lists or max(1, min(len(vectors) // 39, int(4 * np.sqrt(len(vectors)))))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
-        index.train(vectors)
-        index.nprobe = ivf_probes
+        inverted = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+        inverted.train(vectors)
+        inverted.nprobe = ivf_probes
+        index = inverted
     else:
         raise ValueError(f"{kind!r} is not an index over full vectors")
     index.add(vectors)

@@ -21,14 +21,18 @@ import faiss
 import numpy as np
 
 from . import storage
-from .indexes import IndexKind
 from .storage import MemoryFileError
 from .vector_store import SECTIONS as STORE_SECTIONS
 from .vector_store import SETTINGS as STORE_SETTINGS
 from .vector_store import Matrix, VectorStore
 
 UNKNOWN = "unknown"
-SECTIONS = {"vectors": np.float32, "codes": np.int32, "slots": np.int64, "sums": np.float64}  # in file order
+SECTIONS: dict[str, type[np.generic]] = {
+    "vectors": np.float32,
+    "codes": np.int32,
+    "slots": np.int64,
+    "sums": np.float64,
+}  # in file order
 
 
 @dataclass(frozen=True)
@@ -52,27 +56,14 @@ class PrototypeMemory:
     """Labelled, L2-normalised embeddings searchable by cosine similarity.
 
     Args:
-        dim, index, ivf_lists, ivf_probes, hnsw_neighbors, hnsw_search_depth, pq_bytes, train_size: the
-            :class:`VectorStore` underneath (``index``: ``"flat"`` exact by default; ``"ivf"``, ``"hnsw"``
-            approximate; ``"ivfpq"`` compressed, for millions of references).
+        dim: embedding size.
         unknown_threshold: mean similarity below which :meth:`predict` answers ``"unknown"`` (see :meth:`calibrate`).
+        store: the :class:`VectorStore` underneath by keyword (``index``: ``"flat"`` exact by default; ``"ivf"``,
+            ``"hnsw"`` approximate; ``"ivfpq"`` compressed, for millions of references; ``ivf_lists``, ...).
     """
 
-    def __init__(
-        self,
-        dim: int,
-        index: IndexKind = "flat",
-        ivf_lists: int | None = None,
-        ivf_probes: int = 16,
-        hnsw_neighbors: int = 32,
-        hnsw_search_depth: int = 64,
-        unknown_threshold: float | None = None,
-        pq_bytes: int | None = None,
-        train_size: int = 100_000,
-    ) -> None:
-        self.store = VectorStore(
-            dim, index, ivf_lists, ivf_probes, hnsw_neighbors, hnsw_search_depth, pq_bytes, train_size
-        )
+    def __init__(self, dim: int, unknown_threshold: float | None = None, **store: Any) -> None:
+        self.store = VectorStore(dim, **store)
         self.unknown_threshold = unknown_threshold
         self._codes = np.empty(0, dtype=np.int32)  # each reference's label, as a position in _names
         self._names: list[str] = []
@@ -219,7 +210,12 @@ class PrototypeMemory:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the memory to ``path`` atomically (temporary file, fsync, rename)."""
-        arrays = {"vectors": self.store.vectors, "codes": self._codes, "slots": self.store.slots, "sums": self._sums}
+        arrays: dict[str, np.ndarray] = {
+            "vectors": self.store.vectors,
+            "codes": self._codes,
+            "slots": self.store.slots,
+            "sums": self._sums,
+        }
         header = self.store.header() | {
             "unknown_threshold": self.unknown_threshold, "names": self._names, "counts": self._counts.tolist(),
             "metadata": {str(row): item for row, item in self._metadata.items()},

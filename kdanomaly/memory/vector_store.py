@@ -34,7 +34,7 @@ from .indexes import (
 
 Matrix = np.ndarray | torch.Tensor
 SETTINGS = ("dim", "index", "ivf_lists", "ivf_probes", "hnsw_neighbors", "hnsw_search_depth", "pq_bytes", "train_size")
-SECTIONS = {"vectors": np.float32, "slots": np.int64}
+SECTIONS: dict[str, type[np.generic]] = {"vectors": np.float32, "slots": np.int64}
 
 
 class VectorStore:
@@ -147,7 +147,7 @@ class VectorStore:
         self.slots = np.concatenate([self.slots, slots])
         self.next_slot += len(unit)
         if self.compressed:
-            self._index.add_with_ids(unit, slots)
+            self._codes_index().add_with_ids(unit, slots)
         else:
             self.vectors = np.concatenate([self.vectors, unit])
             if self._index is not None and self.index_kind != "ivf":
@@ -172,7 +172,7 @@ class VectorStore:
         """Remove the rows where the boolean mask ``gone (N,)`` is true; later rows move up."""
         keep = ~gone
         if self.compressed:
-            self._index.remove_ids(self.slots[gone])
+            self._codes_index().remove_ids(self.slots[gone])
             self.slots = self.slots[keep]
         else:
             self.vectors, self._index = self.vectors[keep], None
@@ -225,7 +225,7 @@ class VectorStore:
             store.vectors = np.concatenate([store.vectors, shard.vectors])
             store.next_slot += shard.next_slot
         if first._index is not None and first.compressed:
-            store._index = merge_ivf(first._index, [shard._index for shard in shards[1:]], offsets[1:])
+            store._index = merge_ivf(first._codes_index(), [shard._codes_index() for shard in shards[1:]], offsets[1:])
         return store, offsets
 
     def stored_index(self) -> faiss.Index | None:
@@ -266,6 +266,12 @@ class VectorStore:
             return cls.from_stored(header, sections, index)
         except (KeyError, TypeError, ValueError) as error:
             raise storage.MemoryFileError(f"{path} has an unreadable header: {error}") from error
+
+    def _codes_index(self) -> faiss.Index:
+        """A trained ``ivfpq`` store's index (it holds the codes)."""
+        if self._index is None:
+            raise RuntimeError("this ivfpq memory is not trained yet: train it or add vectors first")
+        return self._index
 
     def _searchable(self) -> faiss.Index:
         """The faiss index over all stored vectors, built (and for IVF trained) when missing."""
