@@ -94,7 +94,7 @@ def _run_own(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kdanomaly`` console script (``-v`` anywhere shows third-party warnings)."""
     argv, verbose = take_verbose_flag(list(sys.argv[1:] if argv is None else argv))
-    configure_output(verbose)
+    configure_output(verbose, run_logs=bool(argv) and argv[0] not in OWN_COMMANDS)
     if argv and argv[0] in OWN_COMMANDS:
         return _run_own(argv)
     if not argv or argv[0] in ("-h", "--help"):

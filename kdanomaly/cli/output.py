@@ -8,7 +8,7 @@ import warnings
 
 VERBOSE_FLAGS = ("-v", "--verbose")
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
-RUN_LOGGERS = ("anomalib", "lightning.pytorch", "kdanomaly")  # what the run itself reports, at INFO
+RUN_LOGGERS = ("anomalib", "lightning.pytorch")  # what an Anomalib training run reports, at INFO
 QUIET_LOGGERS = ("anomalib.cli.utils.openvino",)  # start-up notes that say nothing about the run
 
 
@@ -18,16 +18,17 @@ def take_verbose_flag(argv: list[str]) -> tuple[list[str], bool]:
     return kept, len(kept) != len(argv)
 
 
-def configure_output(verbose: bool) -> None:
-    """One log handler; the run's own loggers at INFO, the rest at WARNING (all at INFO if ``verbose``); unless
-    ``verbose``, no warnings raised outside kdanomaly and no start-up notes.
+def configure_output(verbose: bool, run_logs: bool) -> None:
+    """One log handler; everything at INFO if ``verbose``, else WARNING but for Anomalib's and Lightning's run logs
+    if ``run_logs`` (Anomalib's subcommands); unless ``verbose``, no warnings raised outside kdanomaly and no
+    start-up notes.
 
     Call it before Anomalib, timm or Lightning are imported: their deprecation warnings fire at import time.
     """
     logging.basicConfig(format=LOG_FORMAT, level=logging.INFO if verbose else logging.WARNING, force=True)
     if verbose:
         return
-    for name in RUN_LOGGERS:
+    for name in RUN_LOGGERS if run_logs else ():
         logging.getLogger(name).setLevel(logging.INFO)
     warnings.filterwarnings("ignore")
     warnings.filterwarnings("default", module=r"kdanomaly(\.|$)")
