@@ -1,7 +1,9 @@
 """``kdanomaly detect train | enroll | predict``: the few-shot defect detector from the command line.
 
 Boxed data is a folder of images plus Pascal VOC ``.xml`` files (a folder) or a COCO ``.json`` file; NEU-DET is
-``--images neu_det/IMAGES --annotations neu_det/ANNOTATIONS``.
+``--data.images neu_det/IMAGES --data.annotations neu_det/ANNOTATIONS`` to ``train`` (a LightningCLI: ``--data.*``,
+``--model.*``, ``--trainer.*``, ``-c configs/detector/default.yaml``) and ``--images ... --annotations ...`` to
+``enroll``.
 """
 
 from __future__ import annotations
@@ -13,36 +15,20 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from kdanomaly.cli.training import LightningArgumentParser, TrainingCLI
 from kdanomaly.data import image_files
-from kdanomaly.trainer_options import add_trainer_options, trainer_options
+
+TRAINER_DEFAULTS = {"max_epochs": 20}  # besides TrainingCLI's quiet ones
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdanomaly detect", description=__doc__)
     commands = parser.add_subparsers(dest="action", required=True)
-    train = commands.add_parser("train", help="train the detector on boxed images")
+    commands.add_parser("train", help="train the detector on boxed images (LightningCLI, see train --help)")
     enroll = commands.add_parser("enroll", help="add boxed examples of (new) defect types to a prototype memory")
-    for command in (train, enroll):
-        command.add_argument("--images", type=Path, required=True, help="image folder")
-        command.add_argument("--annotations", type=Path, required=True, help="VOC xml folder or COCO json file")
-        command.add_argument("--classes", nargs="+", help="only images whose boxes are all of these classes")
-    train.add_argument("--out", type=Path, required=True, help="checkpoint to write")
-    train.add_argument("--per-class", type=int, help="train on this many images per class (seeded)")
-    train.add_argument("--test-fraction", type=float, default=0.2, help="held out (seeded, stratified) for mAP")
-    train.add_argument("--epochs", type=int, default=20)
-    train.add_argument("--batch-size", type=int, default=4)
-    train.add_argument("--image-size", type=int, default=224)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--pyramid", choices=["ghost", "standard"], default="ghost")
-    train.add_argument("--deformable-blocks", type=int, default=1)
-    train.add_argument("--contrastive-weight", type=float, default=0.1)
-    train.add_argument(
-        "--cosine-classifier", action="store_true", help="cosine-similarity class logits instead of the linear ones"
-    )
-    train.add_argument(
-        "--no-flips", action="store_true", help="train without random left-right and top-bottom flips of the images"
-    )
-    add_trainer_options(train)
+    enroll.add_argument("--images", type=Path, required=True, help="image folder")
+    enroll.add_argument("--annotations", type=Path, required=True, help="VOC xml folder or COCO json file")
+    enroll.add_argument("--classes", nargs="+", help="only images whose boxes are all of these classes")
     enroll.add_argument("--model", type=Path, required=True)
     enroll.add_argument("--memory", type=Path, required=True, help="memory file (extended if it exists)")
     predict = commands.add_parser("predict", help="boxes and defect types as JSON lines and drawn images")
@@ -54,42 +40,41 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train(args: argparse.Namespace) -> None:
-    from lightning.pytorch import Trainer, seed_everything
-    from torch.utils.data import DataLoader
+def _validate_once(max_epochs: int | None) -> int:
+    """``check_val_every_n_epoch`` for one held-out mAP after the last epoch (every epoch when unbounded)."""
+    return max_epochs or 1
 
-    from kdanomaly.data.detection import DetectionDataset, collate, per_class, read_annotated, split
-    from kdanomaly.models.components.distributed import evaluation_sampler
+
+class DetectorTrainingCLI(TrainingCLI):
+    """``kdanomaly detect train``: the image size is the data's, ``--data.seed`` seeds everything, and the held-out
+    mAP is computed once, after the last epoch."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.link_arguments("data.image_size", "model.image_size")
+        parser.link_arguments("data.seed", "seed_everything")
+        parser.link_arguments("trainer.max_epochs", "trainer.check_val_every_n_epoch", compute_fn=_validate_once)
+
+
+def training_cli(argv: Sequence[str]) -> DetectorTrainingCLI:
+    """``kdanomaly detect train``'s LightningCLI over ``argv``: FewShotDetector, BoxedImagesDataModule and the trainer
+    built, not trained yet."""
+    from kdanomaly.data.boxed_images import BoxedImagesDataModule
     from kdanomaly.models.detector import FewShotDetector
 
-    seed_everything(args.seed)
-    records, classes = read_annotated(args.images, args.annotations, args.classes)
-    train_records, test_records = split(records, args.test_fraction, args.seed)
-    if args.per_class is not None:
-        train_records = per_class(train_records, args.per_class, args.seed)
-    detector = FewShotDetector(
-        classes, image_size=args.image_size, pyramid=args.pyramid, deformable_blocks=args.deformable_blocks,
-        contrastive_weight=args.contrastive_weight, cosine_classifier=args.cosine_classifier,
-    )  # fmt: skip
-    loader = DataLoader(
-        DetectionDataset(train_records, classes, args.image_size, flips=not args.no_flips),
-        args.batch_size,
-        shuffle=True,
-        collate_fn=collate,
-    )
-    trainer = Trainer(
-        max_epochs=args.epochs, logger=False, enable_checkpointing=False, check_val_every_n_epoch=args.epochs,
-        **trainer_options(args),
-    )  # fmt: skip
-    held_out_data = DetectionDataset(test_records, classes, args.image_size)
-    sampler = evaluation_sampler(held_out_data, trainer)
-    held_out = DataLoader(held_out_data, 8, sampler=sampler, collate_fn=collate)
-    trainer.fit(detector, loader, held_out)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    trainer.save_checkpoint(args.out)
-    map_50 = float(trainer.callback_metrics["map_50"])
-    if trainer.is_global_zero:
-        print(f"trained on {len(train_records)} images of {classes}; held-out mAP@0.5 {map_50:.4f}: {args.out}")
+    return DetectorTrainingCLI(FewShotDetector, BoxedImagesDataModule, "kdanomaly detect train", argv, TRAINER_DEFAULTS)
+
+
+def _train(argv: Sequence[str]) -> None:
+    """Train, then print the held-out mAP@0.5 (validated now if training stopped early, e.g. by max_steps)."""
+    cli = training_cli(argv)
+    out = cli.fit_and_save()
+    if "map_50" not in cli.trainer.callback_metrics:
+        cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
+    map_50 = float(cli.trainer.callback_metrics["map_50"])
+    data = cli.datamodule
+    if cli.trainer.is_global_zero:
+        print(f"trained on {len(data.train_records)} images of {data.classes}; held-out mAP@0.5 {map_50:.4f}: {out}")
 
 
 def _enroll(args: argparse.Namespace) -> None:
@@ -140,6 +125,9 @@ def _predict(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str]) -> int:
     """Run one ``kdanomaly detect`` action."""
+    if argv and argv[0] == "train":
+        _train(argv[1:])
+        return 0
     args = _parser().parse_args(argv)
-    {"train": _train, "enroll": _enroll, "predict": _predict}[args.action](args)
+    {"enroll": _enroll, "predict": _predict}[args.action](args)
     return 0

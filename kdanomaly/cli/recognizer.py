@@ -1,4 +1,8 @@
-"""``kdanomaly fewshot train | enroll | classify``: the few-shot recognizer from the command line."""
+"""``kdanomaly fewshot train | enroll | classify``: the few-shot recognizer from the command line.
+
+``train`` is a LightningCLI (``--data.*``, ``--model.*``, ``--trainer.*``, ``-c configs/recognizer/default.yaml``):
+``kdanomaly fewshot train --data.root DIR --out recognizer.ckpt``; ``enroll`` and ``classify`` are plain options.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +10,25 @@ import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm import tqdm
 
+from kdanomaly.cli.training import TrainingCLI
 from kdanomaly.data import image_files
-from kdanomaly.data.labelled_images import list_labelled_images, load_images
-from kdanomaly.trainer_options import add_trainer_options, trainer_options
+from kdanomaly.data.labelled_images import LabelledImagesDataModule, list_labelled_images, load_images
+
+if TYPE_CHECKING:
+    from kdanomaly.models.recognizer import FewShotRecognizer
+
+TRAINER_DEFAULTS = {"max_epochs": 10}  # besides TrainingCLI's quiet ones
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdanomaly fewshot", description=__doc__)
     commands = parser.add_subparsers(dest="action", required=True)
-    train = commands.add_parser("train", help="learn defect embeddings from labelled images")
-    train.add_argument("--data", type=Path, required=True, help="class folders or <class>_<n> images")
-    train.add_argument("--classes", nargs="+", help="train on these classes only (default: all)")
-    train.add_argument("--out", type=Path, required=True, help="checkpoint to write")
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--backbone", default="tf_efficientnet_lite0")
-    add_trainer_options(train)
+    commands.add_parser("train", help="learn defect embeddings from labelled images (LightningCLI, see train --help)")
     enroll = commands.add_parser("enroll", help="add labelled reference images to a prototype memory")
     enroll.add_argument("--model", type=Path, required=True)
     enroll.add_argument("--data", type=Path, required=True, help="class folders or <class>_<n> images")
@@ -34,12 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     classify.add_argument("--model", type=Path, required=True)
     classify.add_argument("--memory", type=Path, required=True)
     classify.add_argument("images", nargs="+", type=Path, help="image files or folders")
-    for command in (train, enroll, classify):
-        command.add_argument("--size", type=int, default=128, help="image side after resizing")
+    for command in (enroll, classify):
+        command.add_argument("--size", type=int, default=128, help="image side after resizing (as trained)")
     return parser
 
 
-def _embed_with_progress(recognizer: torch.nn.Module, paths: Sequence[Path], size: int) -> torch.Tensor:
+def _embed_with_progress(recognizer: FewShotRecognizer, paths: Sequence[Path], size: int) -> torch.Tensor:
     """Embeddings of ``paths`` in chunks of 64, with a progress bar."""
     chunks = [paths[i : i + 64] for i in range(0, len(paths), 64)]
     return torch.cat(
@@ -47,24 +50,19 @@ def _embed_with_progress(recognizer: torch.nn.Module, paths: Sequence[Path], siz
     )
 
 
-def _train(args: argparse.Namespace) -> None:
-    from lightning.pytorch import Trainer
-    from torch.utils.data import DataLoader, TensorDataset
-
+def training_cli(argv: Sequence[str]) -> TrainingCLI:
+    """``kdanomaly fewshot train``'s LightningCLI over ``argv``: FewShotRecognizer, LabelledImagesDataModule and the
+    trainer built, not trained yet."""
     from kdanomaly.models.recognizer import FewShotRecognizer
 
-    data = list_labelled_images(args.data)
-    data = data.of(args.classes) if args.classes else data
-    images = load_images(data.paths, args.size)
-    labels = torch.tensor([data.classes.index(label) for label in data.labels])
-    recognizer = FewShotRecognizer(data.classes, args.backbone)
-    loader = DataLoader(TensorDataset(images, labels), batch_size=args.batch_size, shuffle=True)
-    trainer = Trainer(max_epochs=args.epochs, logger=False, enable_checkpointing=False, **trainer_options(args))
-    trainer.fit(recognizer, loader)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    trainer.save_checkpoint(args.out)
-    if trainer.is_global_zero:
-        print(f"trained on {len(images)} images of {data.classes}: {args.out}")
+    return TrainingCLI(FewShotRecognizer, LabelledImagesDataModule, "kdanomaly fewshot train", argv, TRAINER_DEFAULTS)
+
+
+def _train(argv: Sequence[str]) -> None:
+    cli = training_cli(argv)
+    out = cli.fit_and_save()
+    if cli.trainer.is_global_zero:
+        print(f"trained on {len(cli.datamodule.images.paths)} images of {cli.datamodule.classes}: {out}")
 
 
 def _enroll(args: argparse.Namespace) -> None:
@@ -97,6 +95,9 @@ def _classify(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str]) -> int:
     """Run one ``kdanomaly fewshot`` action."""
+    if argv and argv[0] == "train":
+        _train(argv[1:])
+        return 0
     args = _parser().parse_args(argv)
-    {"train": _train, "enroll": _enroll, "classify": _classify}[args.action](args)
+    {"enroll": _enroll, "classify": _classify}[args.action](args)
     return 0

@@ -14,6 +14,8 @@ from kdanomaly.cli import main
 from kdanomaly.models.detector import FewShotDetector
 from tests.support import DDP_ON_TWO_CPU_PROCESSES, run_command
 
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
 Scenes = tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]
 
 
@@ -116,8 +118,9 @@ def _write_voc(root: Path, scenes: Scenes, names: tuple[str, ...]) -> tuple[Path
 def test_detect_cli_trains_enrolls_and_writes_predictions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     images, annotations = _write_voc(tmp_path / "data", _boxed_scenes(6), ("bar", "square"))
     model, memory, out = tmp_path / "detector.ckpt", tmp_path / "memory.faiss", tmp_path / "predicted"
-    train = ["--images", str(images), "--annotations", str(annotations), "--image-size", "96", "--epochs", "1"]
-    main(["detect", "train", *train, "--out", str(model), "--test-fraction", "0.34"])
+    main(["detect", "train", "-c", str(CONFIGS / "detector" / "default.yaml"), "--data.images", str(images),
+          "--data.annotations", str(annotations), "--data.test_fraction", "0.34", "--data.image_size", "96",
+          "--trainer.max_epochs", "1", "--out", str(model)])  # fmt: skip
     assert "held-out mAP@0.5" in capsys.readouterr().out and model.is_file()
     enroll = ["--images", str(images), "--annotations", str(annotations), "--classes", "bar", "square"]
     main(["detect", "enroll", "--model", str(model), *enroll, "--memory", str(memory)])
@@ -153,8 +156,8 @@ def test_detect_train_under_ddp_writes_one_checkpoint_and_prints_once(tmp_path: 
 
     from kdanomaly.data.detection import DetectionDataset, collate, read_annotated, split
 
-    data = ["--images", images, "--annotations", annotations, "--test-fraction", "0.43"]
-    budget = ["--image-size", "96", "--epochs", "8", "--batch-size", "1"]
+    data = ["--data.images", images, "--data.annotations", annotations, "--data.test_fraction", "0.43"]
+    budget = ["--data.image_size", "96", "--trainer.max_epochs", "8", "--data.batch_size", "1"]
     output = run_command("detect", "train", *data, *budget, "--out", model, *DDP_ON_TWO_CPU_PROCESSES)
     assert "MEMBER: 2/2" in output and output.count("held-out mAP@0.5") == 1  # printed by rank 0 only
     detector = FewShotDetector.load_from_checkpoint(model)

@@ -10,6 +10,8 @@ import torch
 from kdanomaly.models.recognizer import FewShotRecognizer
 from tests.support import DDP_ON_TWO_CPU_PROCESSES, run_command
 
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
 
 def _textures(n: int, kind: int, size: int = 32) -> torch.Tensor:
     """Stripes (0), checkerboards (1) or blobs (2), random phase: three easy, distinct classes."""
@@ -69,8 +71,9 @@ def test_fewshot_command_trains_enrolls_and_classifies(tmp_path: Path, capsys: p
             write_png((image * 255).to(torch.uint8), str(tmp_path / f"{name}_{index}.png"))
     checkpoint, memory = tmp_path / "recognizer.ckpt", tmp_path / "defects.kdm"
     common = ["--size", "64"]
-    main(["fewshot", "train", "--data", str(tmp_path), "--classes", "stripes", "checks", "--out", str(checkpoint),
-          "--epochs", "1", "--batch-size", "8", *common])  # fmt: skip
+    main(["fewshot", "train", "-c", str(CONFIGS / "recognizer" / "default.yaml"), "--data.root", str(tmp_path),
+          "--data.classes", "[stripes, checks]", "--data.size", "64", "--data.batch_size", "8",
+          "--trainer.max_epochs", "1", "--out", str(checkpoint)])  # fmt: skip
     main(["fewshot", "enroll", "--model", str(checkpoint), "--data", str(tmp_path), "--memory", str(memory), *common])
     capsys.readouterr()
     main(["fewshot", "classify", "--model", str(checkpoint), "--memory", str(memory), str(tmp_path), *common])
@@ -86,8 +89,8 @@ def test_fewshot_command_trains_under_ddp_to_one_checkpoint(tmp_path: Path) -> N
         for index, image in enumerate(_textures(6, kind)):
             write_png((image * 255).to(torch.uint8), str(tmp_path / f"{name}_{index}.png"))
     checkpoint = tmp_path / "recognizer.ckpt"
-    output = run_command("fewshot", "train", "--data", tmp_path, "--out", checkpoint, "--epochs", "2",
-                         "--batch-size", "4", "--size", "64", *DDP_ON_TWO_CPU_PROCESSES)  # fmt: skip
+    output = run_command("fewshot", "train", "--data.root", tmp_path, "--out", checkpoint, "--trainer.max_epochs", "2",
+                         "--data.batch_size", "4", "--data.size", "64", *DDP_ON_TWO_CPU_PROCESSES)  # fmt: skip
     assert "MEMBER: 2/2" in output and output.count("trained on 12 images") == 1  # printed by rank 0 only
     recognizer = FewShotRecognizer.load_from_checkpoint(checkpoint)
     assert recognizer.class_names == ["checks", "stripes"] and recognizer.embed(_textures(2, 0, 64)).shape[0] == 2

@@ -249,7 +249,8 @@ def test_regions_are_named_by_the_recognizer_and_its_memory(
     _defect_crops(synthetic_root, tmp_path / "types")
     recognizer, memory = tmp_path / "recognizer.ckpt", tmp_path / "types.kdm"
     size = ["--size", "64"]
-    main(["fewshot", "train", "--data", str(tmp_path / "types"), "--out", str(recognizer), "--epochs", "1", *size])
+    main(["fewshot", "train", "--data.root", str(tmp_path / "types"), "--data.size", "64", "--trainer.max_epochs", "1",
+          "--out", str(recognizer)])  # fmt: skip
     main(["fewshot", "enroll", "--model", str(recognizer), "--data", str(tmp_path / "types"), "--memory", str(memory),
           *size])  # fmt: skip
     naming = ["--recognizer", str(recognizer), "--memory", str(memory), "--recognizer-size", "64"]
