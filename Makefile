@@ -19,10 +19,12 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "chromium could not be installed: the report test will be skipped"
 
-# Everything: ruff, then both tiers (tests/unit and tests/integration; the integration tier takes minutes on CPU).
+# Everything: ruff, mypy on kdanomaly/, then both tiers (tests/unit and tests/integration; the integration tier
+# takes minutes on CPU).
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest
 
 # The unit tier only (under 2 minutes on 2 CPU cores): no training, no extra processes, no browser.

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import cast
 
 from anomalib.data import MVTecAD
 from anomalib.engine import Engine
 from lightning.pytorch import seed_everything
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from kdanomaly.data.synthetic import generate_synthetic_dataset
 from kdanomaly.models import KDAnomaly
@@ -42,6 +44,8 @@ def run_demo(
     print(f"\nKDAnomaly on synthetic '{category}' ({image_size}px, {epochs} epochs, seed {seed}):")
     print(f"  image AUROC {metrics['image_AUROC']:.4f}   pixel AUROC {metrics['pixel_AUROC']:.4f}")
     print(f"  heat-map overlays: {images[0] if images else 'none written'}")
-    print(f"  checkpoint:        {engine.trainer.checkpoint_callback.best_model_path or 'none'}")
+    # Lightning types checkpoint_callback as the Checkpoint base class; it is the Engine's ModelCheckpoint.
+    checkpoint_callback = cast(ModelCheckpoint, engine.trainer.checkpoint_callback)
+    print(f"  checkpoint:        {checkpoint_callback.best_model_path or 'none'}")
     print(f"  wall time {time.perf_counter() - started:.0f} s")
     return metrics

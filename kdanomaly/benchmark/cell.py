@@ -13,13 +13,16 @@ import json
 import platform
 import resource
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from anomalib.data import AnomalibDataModule
 from anomalib.engine import Engine
 from anomalib.models.components import AnomalibModule
 from lightning.pytorch import seed_everything
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from kdanomaly.benchmark.contenders import (
     BACKBONE,
@@ -32,6 +35,9 @@ from kdanomaly.benchmark.contenders import (
 )
 from kdanomaly.benchmark.evaluation import evaluate, fit_and_evaluate
 from kdanomaly.benchmark.timing import inference_ms_per_image, timing_images
+
+if TYPE_CHECKING:
+    from kdanomaly import KDAnomaly
 
 
 def run_cell(
@@ -54,7 +60,7 @@ def run_cell(
     _keep_checkpoint(run.engine, checkpoints / profile.name / f"{model_name}_{dataset.name}.ckpt")
     rows = [{"model": model_name, **common, **_measure(model, datamodule, run.metrics)}]
     if model_name in DISTILLATION_ONLY:
-        model.model.memory_weight = 0.0
+        cast("KDAnomaly", model).model.memory_weight = 0.0  # DISTILLATION_ONLY names KDAnomaly cells only
         metrics = evaluate(run.engine, model, datamodule, run.outputs)  # thresholds of the distillation map
         rows.append({"model": DISTILLATION_ONLY[model_name], **common, **_measure(model, datamodule, metrics)})
     return rows
@@ -62,13 +68,15 @@ def run_cell(
 
 def _keep_checkpoint(engine: Engine, target: Path) -> None:
     """Copy the cell's checkpoint out of its scratch folder (for side-by-side timing of trained models)."""
-    source = engine.trainer.checkpoint_callback.best_model_path if engine.trainer.checkpoint_callback else ""
+    # Lightning types checkpoint_callback as the Checkpoint base class; it is the first ModelCheckpoint.
+    checkpoint_callback = cast(ModelCheckpoint | None, engine.trainer.checkpoint_callback)
+    source = checkpoint_callback.best_model_path if checkpoint_callback else ""
     if source:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
 
 
-def _measure(model: AnomalibModule, datamodule: AnomalibDataModule, metrics: dict[str, float]) -> dict[str, object]:
+def _measure(model: AnomalibModule, datamodule: AnomalibDataModule, metrics: Mapping[str, float]) -> dict[str, object]:
     """Test metrics, inference time per image (batch 1 and 16), peak RSS so far and parameter count."""
     images = timing_images(datamodule.test_data, IMAGE_SIZE)
     return {

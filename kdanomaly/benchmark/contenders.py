@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from anomalib.data import AnomalibDataModule, Folder, MVTecAD
 from anomalib.metrics import AUPRO, AUROC, Evaluator, F1Score
 from anomalib.models import Padim, Patchcore, Stfpm
 from anomalib.models.components import AnomalibModule
+from anomalib.pre_processing import PreProcessor
 
 from kdanomaly import KDAnomaly
 from kdanomaly.data.magnetic_tile import MagneticTile
@@ -43,7 +45,15 @@ def evaluator() -> Evaluator:
     )
 
 
-def common_components() -> dict[str, object]:
+class CommonComponents(TypedDict):
+    """Keyword arguments of :func:`common_components`."""
+
+    pre_processor: PreProcessor
+    evaluator: Evaluator
+    visualizer: bool
+
+
+def common_components() -> CommonComponents:
     """Pre-processor, evaluator and visualizer every model of the leaderboard gets."""
     return {
         "pre_processor": KDAnomaly.configure_pre_processor(image_size=IMAGE_SIZE, backbone=BACKBONE),
@@ -126,6 +136,12 @@ MVTEC_CATEGORIES = (
 )  # fmt: skip
 
 
+class _LoaderArguments(TypedDict):
+    train_batch_size: int
+    eval_batch_size: int
+    num_workers: int
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """``mvtec:ROOT:CATEGORY``, ``magnetic_tile:ROOT`` or ``folder:ROOT`` (good/ and defect/ [masks/]).
@@ -158,7 +174,7 @@ class DatasetSpec:
 
     def datamodule(self, seed: int) -> AnomalibDataModule:
         """The Anomalib datamodule, batch 8 for training, 16 for evaluation."""
-        loader = {"train_batch_size": 8, "eval_batch_size": 16, "num_workers": 2}
+        loader: _LoaderArguments = {"train_batch_size": 8, "eval_batch_size": 16, "num_workers": 2}
         if self.kind == "mvtec":
             return MVTecAD(root=self.root, category=self.category, seed=seed, **loader)
         if self.kind == "magnetic_tile":

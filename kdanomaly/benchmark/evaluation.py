@@ -11,13 +11,17 @@ validation images differ from its test images (``Folder``'s default split) is te
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, cast
 
 from anomalib.data import AnomalibDataModule, Batch
 from anomalib.engine import Engine
+from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
+from anomalib.post_processing import PostProcessor
 from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import Tensor
 
 
 class ValidationOutputs(Callback):
@@ -50,13 +54,26 @@ def same_images(datamodule: AnomalibDataModule) -> bool:
     return list(validation.image_path) == list(test.image_path)
 
 
+class _BatchMetric(Protocol):
+    """What an Evaluator's test metric is: an :class:`anomalib.metrics.AnomalibMetric` and a torchmetrics Metric."""
+
+    name: str
+
+    def reset(self) -> None: ...
+
+    def update(self, batch: Batch) -> None: ...
+
+    def compute(self) -> Tensor: ...
+
+
 def test_metrics(model: AnomalibModule, batches: list[Batch]) -> dict[str, float]:
     """The model's test metrics on ``batches``, post-processed with the thresholds of the validation run."""
-    metrics = model.evaluator.test_metrics
+    # Anomalib types the model's components as ``nn.Module | None`` and test_metrics as a ModuleList of nn.Module.
+    metrics = cast(Sequence[_BatchMetric], cast(Evaluator, model.evaluator).test_metrics)
     for metric in metrics:
         metric.reset()
     for batch in batches:
-        model.post_processor.post_process_batch(batch)
+        cast(PostProcessor, model.post_processor).post_process_batch(batch)
         for metric in metrics:
             metric.update(batch)
     return {metric.name: float(metric.compute()) for metric in metrics}
@@ -64,7 +81,7 @@ def test_metrics(model: AnomalibModule, batches: list[Batch]) -> dict[str, float
 
 def evaluate(
     engine: Engine, model: AnomalibModule, datamodule: AnomalibDataModule, outputs: ValidationOutputs
-) -> dict[str, float]:
+) -> Mapping[str, float]:
     """Validate (thresholds, normalisation; memory-bank models fit first) and return the test metrics."""
     engine.validate(model, datamodule=datamodule, verbose=False)
     if same_images(datamodule):
@@ -77,7 +94,7 @@ class FittedRun(NamedTuple):
 
     engine: Engine
     outputs: ValidationOutputs
-    metrics: dict[str, float]
+    metrics: Mapping[str, float]
     train_seconds: float
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -79,7 +80,7 @@ def leaderboard(frame: pd.DataFrame) -> pd.DataFrame:
     return wide.sort_values(["mean pixel", "mean image"], ascending=False)
 
 
-def to_markdown(frame: pd.DataFrame, ablation: list[str] = (), unavailable: dict[str, str] | None = None) -> str:
+def to_markdown(frame: pd.DataFrame, ablation: Sequence[str] = (), unavailable: dict[str, str] | None = None) -> str:
     """Leaderboard (ablation variants other than the full model left out), models that could not run,
     the ablation table, and the full per-cell table, as Markdown."""
     variants = list(ablation)[:-1]

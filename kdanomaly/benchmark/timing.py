@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from typing import cast
 
 import torch
+from anomalib.data import AnomalibDataset
 from anomalib.models.components import AnomalibModule
 
 
-def timing_images(test_data: Sequence, size: tuple[int, int], count: int = 16) -> torch.Tensor:
+def timing_images(test_data: AnomalibDataset, size: tuple[int, int], count: int = 16) -> torch.Tensor:
     """``count`` test images spread over ``test_data``, each resized to ``size`` (sources may differ in size)."""
-    picked = [test_data[i].image[None] for i in range(0, len(test_data), max(1, len(test_data) // count))][:count]
+    # Anomalib's FieldDescriptor types every item field Optional; a dataset item has its image.
+    indices = range(0, len(test_data), max(1, len(test_data) // count))
+    picked = [cast(torch.Tensor, test_data[i].image)[None] for i in indices][:count]
     return torch.cat([torch.nn.functional.interpolate(image, size=size, mode="bilinear") for image in picked])
 
 

@@ -64,7 +64,7 @@ def _run_own(argv: Sequence[str]) -> int:
     if argv[0] == "benchmark":
         from kdanomaly.benchmark.leaderboard import main as leaderboard_main
 
-        leaderboard_main(argv[1:])
+        leaderboard_main(list(argv[1:]))
         return 0
     if argv[0] == "fewshot":
         from kdanomaly.cli.recognizer import main as fewshot_main

@@ -52,7 +52,7 @@ def _missing(value: str | float | None) -> bool:
 
 def _number(value: str | float | None, what: str) -> float:
     """``value`` (text or number) as a finite float; AnnotationError naming ``what`` otherwise."""
-    if _missing(value):
+    if value is None or _missing(value):
         raise AnnotationError(f"{what} is missing")
     try:
         number = float(value)

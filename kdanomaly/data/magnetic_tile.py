@@ -10,6 +10,7 @@ the five defect classes is a test image, with its own mask.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from anomalib.data import AnomalibDataModule
@@ -88,7 +89,7 @@ class MagneticTile(AnomalibDataModule):
         train_batch_size: int = 8,
         eval_batch_size: int = 16,
         num_workers: int = 2,
-        **kwargs: object,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
             train_batch_size=train_batch_size,

@@ -13,7 +13,7 @@ import shutil
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import cv2
 import numpy as np
@@ -41,6 +41,11 @@ class SyntheticSample(NamedTuple):
     mask: _U8
 
 
+def _f32(values: list[float]) -> _F32:
+    """``np.float32(values)``: a float32 array (numpy's stubs type the scalar constructor for scalars only)."""
+    return np.array(values, dtype=np.float32)
+
+
 # --------------------------------------------------------------------------------------------- noise
 def _grid(size: int) -> tuple[_F32, _F32]:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
@@ -64,7 +69,7 @@ def _fbm(rng: np.random.Generator, size: int, cells: int, octaves: int, gain: fl
 def _streaks(rng: np.random.Generator, size: int, rows: int, cells_along: int) -> _F32:
     """Unit-variance noise stretched along x: ``rows`` independent rows that vary slowly horizontally."""
     grid = rng.standard_normal((rows, cells_along + 1), dtype=np.float32)
-    return _standardise(cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC))
+    return _standardise(cast(_F32, cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC)))  # cv2: MatLike
 
 
 def _smoothstep(x: _F32, lo: float, hi: float) -> _F32:
@@ -92,8 +97,8 @@ def _weave(rng: np.random.Generator, size: int) -> _F32:
     warp += 0.07 * _streaks(rng, size, size, 24).T
     weft_on_top = (iu + iv) % 2 == 0
     shade = np.where(weft_on_top, weft, warp)[..., None]
-    colour = np.where(weft_on_top[..., None], np.float32([0.80, 0.71, 0.53]), np.float32([0.72, 0.64, 0.48]))
-    gap = np.float32([0.24, 0.20, 0.15])
+    colour = np.where(weft_on_top[..., None], _f32([0.80, 0.71, 0.53]), _f32([0.72, 0.64, 0.48]))
+    gap = _f32([0.24, 0.20, 0.15])
     dirt = 1.0 + 0.04 * _fbm(rng, size, 4, 3)[..., None]
     return (gap + (colour - gap) * shade) * dirt
 
@@ -106,20 +111,21 @@ def _brushed(rng: np.random.Generator, size: int) -> _F32:
     streaks = cv2.warpAffine(0.10 * fine + 0.06 * coarse, rotation, (size, size), borderMode=cv2.BORDER_REFLECT_101)
     _, xx = _grid(size)
     sheen = 0.5 + 0.5 * np.cos(2 * np.pi * (xx / size * rng.uniform(0.5, 0.9) + rng.uniform(0.0, 1.0)))
-    steel = np.float32([0.58, 0.60, 0.64])
-    return steel * (1.0 + streaks[..., None]) + 0.10 * sheen[..., None]
+    steel = _f32([0.58, 0.60, 0.64])
+    # float32 at run time (NEP 50); numpy's stubs type ``float32 array / int`` (in ``sheen``) as float64.
+    return cast(_F32, steel * (1.0 + streaks[..., None]) + 0.10 * sheen[..., None])
 
 
 def _granite(rng: np.random.Generator, size: int) -> _F32:
     """Granite: mottled grey matrix speckled with feldspar, quartz and dark mica grains."""
-    img = np.float32([0.56, 0.55, 0.54]) * (1.0 + 0.07 * _fbm(rng, size, 3, 3)[..., None])
+    img = _f32([0.56, 0.55, 0.54]) * (1.0 + 0.07 * _fbm(rng, size, 3, 3)[..., None])
     for cells, threshold, colour in (
         (20, 0.7, [0.70, 0.56, 0.51]),  # feldspar
         (26, 1.2, [0.84, 0.83, 0.80]),  # quartz
         (32, 1.5, [0.12, 0.12, 0.13]),  # mica
     ):
         weight = _smoothstep(_fbm(rng, size, cells, 2), threshold, threshold + 0.3)[..., None]
-        img = img * (1.0 - weight) + np.float32(colour) * weight
+        img = img * (1.0 - weight) + _f32(colour) * weight
     return img + 0.025 * rng.standard_normal((size, size, 1), dtype=np.float32)
 
 
@@ -190,7 +196,7 @@ def _spot(rng: np.random.Generator, clean: _F32) -> tuple[_F32, _F32]:
         cv2.LINE_AA,
         4,
     )
-    alpha = cv2.GaussianBlur(canvas.astype(np.float32) / 255.0, (0, 0), 0.2 * axes.min())
+    alpha = cast(_F32, cv2.GaussianBlur(canvas.astype(np.float32) / 255.0, (0, 0), 0.2 * axes.min()))  # cv2: MatLike
     target = _darken(rng, clean, 0.3, 0.5) if rng.random() < 0.5 else _lighten(rng, clean, 0.55, 0.8)
     return alpha, target
 

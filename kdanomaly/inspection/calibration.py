@@ -85,8 +85,8 @@ def store_calibration(checkpoint_path: str | Path, calibration: Calibration, out
     for buffer in THRESHOLD_BUFFERS:
         if buffer in checkpoint.get("state_dict", {}):
             checkpoint["state_dict"][buffer] = torch.tensor(calibration.threshold)
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
+    stream = io.BytesIO()
+    torch.save(checkpoint, stream)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(out, buffer.getvalue())
+    write_bytes_atomic(out, stream.getvalue())
     return out

@@ -17,8 +17,8 @@ MIN_CROP = 16  # display pixels
 
 def crop_box(box: tuple[int, int, int, int], scale: tuple[float, float], limits: tuple[int, int]) -> tuple[int, ...]:
     """``box`` (original pixels) as a crop of the display copy: scaled, grown by CONTEXT, at least MIN_CROP wide."""
-    (x0, y0, x1, y1), (scale_x, scale_y), (width, height) = box, scale, limits
-    x0, x1, y0, y1 = x0 * scale_x, x1 * scale_x, y0 * scale_y, y1 * scale_y
+    (box_x0, box_y0, box_x1, box_y1), (scale_x, scale_y), (width, height) = box, scale, limits
+    x0, x1, y0, y1 = box_x0 * scale_x, box_x1 * scale_x, box_y0 * scale_y, box_y1 * scale_y
     grow_x = max((x1 - x0) * CONTEXT, (MIN_CROP - (x1 - x0)) / 2, 0)
     grow_y = max((y1 - y0) * CONTEXT, (MIN_CROP - (y1 - y0)) / 2, 0)
     left, top = max(int(x0 - grow_x), 0), max(int(y0 - grow_y), 0)

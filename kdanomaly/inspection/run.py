@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -65,7 +66,7 @@ def _batch_rows(
         score, anomaly_map = float(next(scores)), next(maps)
         regions = find_regions(anomaly_map, threshold, item.size, options.max_regions) if score > threshold else []
         if namer is not None:
-            regions = namer.name(item.display, item.size, regions)
+            regions = namer.name(cast(np.ndarray, item.display), item.size, regions)  # readable: has a display
         row |= {
             "status": "ok", "score": score, "decision": "review" if score > threshold else "pass",
             "width": item.size[0], "height": item.size[1], "regions": [region.as_row() for region in regions],

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -16,6 +17,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import Normalize, Resize
 
 from kdanomaly.data.images import read_image
+
+if TYPE_CHECKING:
+    from anomalib.pre_processing import PreProcessor
 
 DISPLAY_SIDE = 768  # longest side of the picture kept for overlays, thumbnails and region crops
 
@@ -77,7 +81,8 @@ class AnomalyScorer:
         self.device = torch.device(device)
         self.model = KDAnomaly.load_from_checkpoint(checkpoint, map_location="cpu", visualizer=False).eval()
         self.model.to(self.device)
-        transforms = getattr(self.model.pre_processor.transform, "transforms", [self.model.pre_processor.transform])
+        pre_processor = cast("PreProcessor", self.model.pre_processor)  # Anomalib types it as nn.Module | None
+        transforms = getattr(pre_processor.transform, "transforms", [pre_processor.transform])
         sizes = [t.size for t in transforms if isinstance(t, Resize)]
         normalizers = [t for t in transforms if isinstance(t, Normalize)]
         if len(sizes) != 1 or len(normalizers) != 1:

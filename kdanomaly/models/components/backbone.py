@@ -5,9 +5,11 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any, cast
 
 import timm
 import torch
+from timm.models import FeatureInfo
 from torch import nn
 
 from kdanomaly.weights import create_pretrained
@@ -15,7 +17,7 @@ from kdanomaly.weights import create_pretrained
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"  # ImageNet weights offline (packaged), the default of every model
 
 
-def create_backbone(backbone: str, pretrained: bool, **kwargs: object) -> nn.Module:
+def create_backbone(backbone: str, pretrained: bool, **kwargs: Any) -> nn.Module:
     """The one way every model builds its timm backbone: ImageNet weights through
     :func:`kdanomaly.weights.create_pretrained` (offline-capable, never a silent random fallback), or random."""
     return create_pretrained(backbone, **kwargs) if pretrained else timm.create_model(backbone, **kwargs)
@@ -32,8 +34,13 @@ def validate_backbone(backbone: str) -> None:
 def feature_layers(backbone: str) -> tuple[tuple[str, ...], tuple[int, ...], tuple[int, ...]]:
     """Names, channel counts and strides of the feature stages timm exposes for ``backbone``."""
     validate_backbone(backbone)
-    info = timm.create_model(backbone, pretrained=False, features_only=True).feature_info
+    info = _feature_info(timm.create_model(backbone, pretrained=False, features_only=True))
     return tuple(info.module_name()), tuple(info.channels()), tuple(info.reduction())
+
+
+def _feature_info(model: nn.Module) -> FeatureInfo:
+    """The ``feature_info`` of a ``features_only`` timm model (typed ``Tensor | Module`` through ``nn.Module``)."""
+    return cast(FeatureInfo, model.feature_info)
 
 
 def resolve_layers(backbone: str, layers: Sequence[str]) -> list[tuple[int, str]]:
@@ -79,8 +86,8 @@ class TimmFeatures(nn.Module):
             "exportable": True,
         }
         self.model = create_backbone(backbone, pretrained, **kwargs)
-        self.channels: list[int] = self.model.feature_info.channels()
-        self.strides: list[int] = self.model.feature_info.reduction()
+        self.channels: list[int] = _feature_info(self.model).channels()
+        self.strides: list[int] = _feature_info(self.model).reduction()
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Extract the requested stages' feature maps."""

@@ -30,7 +30,7 @@ class UnrepeatedEvaluation(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Wrap the datamodule's evaluation loader hooks (once) when the run is distributed."""
         del pl_module, stage
-        datamodule = trainer.datamodule
+        datamodule = trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning's DataConnector, undeclared
         if trainer.world_size == 1 or datamodule is None:
             return
         for hook, mode in EVALUATION_LOADERS.items():
@@ -61,7 +61,7 @@ def evaluation_sampler(dataset: Sized, trainer: Trainer) -> Sampler[int] | None:
     return None if trainer.world_size == 1 else _share(SequentialSampler(dataset), trainer)
 
 
-def _share(sampler: Sampler[int], trainer: Trainer) -> Sampler[int]:
+def _share(sampler: Sampler[int] | Iterable[int], trainer: Trainer) -> Sampler[int]:
     """This rank's indices of ``sampler`` (every ``world_size``-th from its rank), none repeated."""
     rank, world_size = trainer.global_rank, trainer.world_size
     return UnrepeatedDistributedSamplerWrapper(sampler, num_replicas=world_size, rank=rank, shuffle=False)

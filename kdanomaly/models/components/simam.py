@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 import torch
 from torch import nn
 
@@ -29,7 +31,7 @@ class SimAM(nn.Module):
         return f"lambda_={self.lambda_}"
 
 
-def _is_stage(module: nn.Module) -> bool:
+def _is_stage(module: nn.Module) -> TypeGuard[nn.Sequential]:
     """A stage is a Sequential of composite blocks (not of stages, not of single layers)."""
     children = list(module.children())
     return (

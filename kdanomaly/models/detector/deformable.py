@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 from torchvision.ops import DeformConv2d
@@ -31,8 +33,9 @@ class DeformableConv(nn.Module):
             nn.Conv2d(in_channels, in_channels, kernel_size, stride, padding, groups=in_channels, bias=False),
             nn.Conv2d(in_channels, 2 * kernel_size * kernel_size, 1),
         )
-        nn.init.zeros_(self.offset[1].weight)
-        nn.init.zeros_(self.offset[1].bias)
+        offset_conv = cast(nn.Conv2d, self.offset[1])
+        nn.init.zeros_(offset_conv.weight)
+        nn.init.zeros_(cast(torch.Tensor, offset_conv.bias))  # built with bias=True
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> DeformableConv:
@@ -65,13 +68,13 @@ def make_last_blocks_deformable(blocks: nn.Sequential, count: int) -> list[str]:
     candidates = [
         (f"{stage_index}.{block_index}", block)
         for stage_index, stage in enumerate(blocks)
-        for block_index, block in enumerate(stage)
+        for block_index, block in enumerate(cast(nn.Sequential, stage))
         if type(getattr(block, "conv_dw", None)) is nn.Conv2d and block.conv_dw.stride == (1, 1)
     ]
     if count > len(candidates):
         raise ValueError(f"asked for {count} deformable blocks, the backbone has {len(candidates)} eligible ones")
     converted = []
     for name, block in reversed(candidates[len(candidates) - count :]):
-        block.conv_dw = DeformableConv.from_conv(block.conv_dw)
+        block.conv_dw = DeformableConv.from_conv(cast(nn.Conv2d, block.conv_dw))  # a Conv2d: filtered above
         converted.append(name)
     return converted

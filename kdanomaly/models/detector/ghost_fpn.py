@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
@@ -26,7 +28,7 @@ class GhostConv(nn.Module):
         self.cheap = nn.Conv2d(half, half, 3, padding=1, groups=half)
         for conv in (self.primary, self.cheap):
             nn.init.kaiming_uniform_(conv.weight, a=1)
-            nn.init.zeros_(conv.bias)
+            nn.init.zeros_(cast(torch.Tensor, conv.bias))  # built with bias=True
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         primary = self.primary(features)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torchmetrics.detection import MeanAveragePrecision
 
 from kdanomaly.memory import PrototypeMemory
@@ -32,8 +33,8 @@ Detection = dict[str, Any]
 class FewShotDetector(LightningModule):
     """Trains on boxed images (``(images, targets)`` batches, torchvision targets, labels ``1..len(class_names)``).
 
-    Validation logs ``map_50`` (COCO-style mAP at IoU 0.5, torchmetrics). The plain baseline of the README's
-    ablation is ``pyramid="standard", deformable_blocks=0, contrastive_weight=0``.
+    Validation logs ``map_50`` (COCO-style mAP at IoU 0.5, torchmetrics). The plain baseline of the ablation in
+    benchmarks/README.md is ``pyramid="standard", deformable_blocks=0, contrastive_weight=0``.
 
     Args:
         class_names: trained defect types.
@@ -90,7 +91,7 @@ class FewShotDetector(LightningModule):
         self.map.reset()
         self._held_out.clear()
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """AdamW over the trainable parameters; linear warm-up over the first 5 % of the steps, then cosine decay."""
         trainable = [p for p in self.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=self.learning_rate, weight_decay=self.weight_decay)

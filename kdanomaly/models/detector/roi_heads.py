@@ -43,7 +43,7 @@ class ContrastiveRoIHeads(RoIHeads):
         iou_threshold: float = 0.7,
         **roi_heads: object,
     ) -> None:
-        super().__init__(**roi_heads)  # type: ignore[arg-type]
+        super().__init__(**roi_heads)
         self.encoder = encoder
         self.contrastive_weight, self.temperature, self.iou_threshold = contrastive_weight, temperature, iou_threshold
 
@@ -53,7 +53,7 @@ class ContrastiveRoIHeads(RoIHeads):
         """Box-head features ``(sum N_i, representation)`` of ``boxes`` (one tensor per image)."""
         return self.box_head(self.box_roi_pool(features, boxes, image_shapes))
 
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         features: dict[str, torch.Tensor],
         proposals: list[torch.Tensor],

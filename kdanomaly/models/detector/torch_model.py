@@ -7,7 +7,7 @@ module adds the backbone, the pyramid choice, the contrastive box branch and k-s
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Literal
+from typing import Literal, TypedDict
 
 import torch
 from timm.layers import freeze_batch_norm_2d
@@ -30,7 +30,22 @@ PyramidKind = Literal["ghost", "standard"]
 FEATURE_LEVELS = ("0", "1", "2")  # backbone strides 8, 16, 32; the pyramid adds a max-pooled "pool" level
 ANCHOR_SIZES = ((16, 24), (32, 48), (64, 96), (128, 192))  # one tuple per pyramid level, in input pixels
 ASPECT_RATIOS = (0.33, 1.0, 3.0)  # scratches are long and thin, in either direction
-ROI_HEAD_SETTINGS = {
+
+
+class RoIHeadSettings(TypedDict):
+    """torchvision ``RoIHeads`` arguments of :data:`ROI_HEAD_SETTINGS`."""
+
+    fg_iou_thresh: float
+    bg_iou_thresh: float
+    batch_size_per_image: int
+    positive_fraction: float
+    bbox_reg_weights: tuple[float, float, float, float] | None
+    score_thresh: float
+    nms_thresh: float
+    detections_per_img: int
+
+
+ROI_HEAD_SETTINGS: RoIHeadSettings = {
     "fg_iou_thresh": 0.5,
     "bg_iou_thresh": 0.5,
     "batch_size_per_image": 128,

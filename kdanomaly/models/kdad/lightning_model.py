@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from anomalib import LearningType
@@ -25,7 +25,7 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch.utils.data import DataLoader
-from torchvision.transforms.v2 import Compose, Normalize, Resize
+from torchvision.transforms.v2 import Compose, Normalize, Resize, Transform
 
 from kdanomaly.models.components.backbone import (
     DEFAULT_BACKBONE,
@@ -38,7 +38,7 @@ from kdanomaly.models.components.distributed import UnrepeatedEvaluation, match_
 from kdanomaly.weights import input_statistics
 
 from .anomaly_map import Fusion
-from .kshot_memory import PatchPrototypeMemory
+from .kshot_memory import KShotMemory
 from .loss import Distance, KDADLoss
 from .torch_model import KDADModel, MemoryKind
 
@@ -63,11 +63,13 @@ class KDAnomaly(AnomalibModule):
             teacher patches, built from the training images before validation/testing and fused with the
             distillation map (``memory_weight=0`` turns it off: pure distillation). ``memory_kind="positional"``
             (default) compares each patch with normal patches at the same place; ``"prototype"`` is the k-shot mode
-            (from a single normal image): a coreset of all normal patches in a PrototypeMemory (see KDADModel).
+            (from a single normal image): a coreset of all normal patches in a VectorStore (see KDADModel).
         learning_rate, weight_decay: Adam settings of the student (and SSPCAB).
         pre_processor, post_processor, evaluator, visualizer: Anomalib components; ``True`` builds the
             defaults (the pre-processor normalises with the backbone's own mean/std).
     """
+
+    model: KDADModel
 
     def __init__(
         self,
@@ -136,12 +138,12 @@ class KDAnomaly(AnomalibModule):
         layers: Sequence[str] = DEFAULT_LAYERS,
     ) -> PreProcessor:
         """Resize to ``image_size`` (default 256x256) and normalise with the backbone's own mean/std."""
-        image_size = tuple(image_size or DEFAULT_IMAGE_SIZE)
+        size = tuple(image_size or DEFAULT_IMAGE_SIZE)
         strides = feature_layers(backbone)[2]
-        validate_image_size(image_size, max(strides[index] for index, _ in resolve_layers(backbone, layers)))
+        validate_image_size(size, max(strides[index] for index, _ in resolve_layers(backbone, layers)))
         mean, std = input_statistics(backbone)
         return PreProcessor(
-            transform=Compose([Resize(image_size, antialias=True), Normalize(mean=mean, std=std)]),
+            transform=Compose([Resize(size, antialias=True), Normalize(mean=mean, std=std)]),
         )
 
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
@@ -155,7 +157,8 @@ class KDAnomaly(AnomalibModule):
             on_epoch=True,
             on_step=False,
             prog_bar=True,
-            batch_size=batch.image.shape[0],
+            # Anomalib's FieldDescriptor.__get__ types every field Optional; a training batch has its images.
+            batch_size=cast(torch.Tensor, batch.image).shape[0],
             sync_dist=True,
         )
         return {"loss": losses["loss"]}
@@ -219,14 +222,17 @@ class KDAnomaly(AnomalibModule):
                 raise RuntimeError(msg)
             return False
         loader = DataLoader(train_data, batch_size=16, collate_fn=train_data.collate_fn)
-        batches = (self.pre_processor.transform(batch.image.to(self.device)) for batch in loader)
+        # Anomalib types ``pre_processor`` as ``nn.Module | None`` and its ``transform`` as optional; ours has both.
+        pre_processor = cast(PreProcessor, self.pre_processor)
+        batches = (cast(Transform, pre_processor.transform)(batch.image.to(self.device)) for batch in loader)
         self.model.build_memory(batches, teacher_bank=rebuild)
         self._memory_stale = self._statistics_stale = False
         return True
 
-    def to_onnx(self, export_root: Path | str, *args: Any, **kwargs: Any) -> Path:
+    # Anomalib's own ExportMixin.to_onnx (which this mirrors) already overrides LightningModule.to_onnx incompatibly.
+    def to_onnx(self, export_root: Path | str, *args: Any, **kwargs: Any) -> Path:  # type: ignore[override]
         """Anomalib's ONNX export (also the first step of OpenVINO's); the k-shot memory cannot be traced."""
-        if isinstance(self.model.memory, PatchPrototypeMemory) and self.model.memory_weight > 0:
+        if isinstance(self.model.memory, KShotMemory) and self.model.memory_weight > 0:
             msg = "the k-shot memory (memory_kind='prototype') searches faiss inside forward and cannot be exported"
             raise ValueError(msg + " to ONNX/OpenVINO; export with --export_type torch or use the positional memory")
         return super().to_onnx(export_root, *args, **kwargs)
@@ -238,7 +244,8 @@ class KDAnomaly(AnomalibModule):
 
     def configure_callbacks(self) -> list[Callback]:
         """Anomalib's component callbacks, and exact evaluation under DDP (no image scored twice)."""
-        return [*super().configure_callbacks(), UnrepeatedEvaluation()]
+        # Anomalib's configure_callbacks always returns a list, though typed ``Sequence[Callback] | Callback``.
+        return [*cast(Sequence[Callback], super().configure_callbacks()), UnrepeatedEvaluation()]
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:

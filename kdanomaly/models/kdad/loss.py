@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import nn
@@ -40,9 +40,13 @@ class KDADLoss(nn.Module):
         sspcab_pairs: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Return ``{"loss", "distillation", "sspcab"}``; ``sspcab_pairs`` maps layer -> (input, output)."""
-        distillation = sum(
-            feature_distance(teacher_features[layer], student_features[layer], self.distance).mean()
-            for layer in teacher_features
+        # A sum of tensors (``sum`` is typed ``Tensor | Literal[0]`` for an empty iterable).
+        distillation = cast(
+            torch.Tensor,
+            sum(
+                feature_distance(teacher_features[layer], student_features[layer], self.distance).mean()
+                for layer in teacher_features
+            ),
         )
         sspcab = torch.zeros((), device=distillation.device)
         if sspcab_pairs:

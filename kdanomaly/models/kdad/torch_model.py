@@ -1,5 +1,5 @@
 """PyTorch model of KDAnomaly: frozen pretrained teacher, SimAM student, SSPCAB on the student's features,
-and a memory of normal teacher patches (positional, or a k-shot PrototypeMemory) fused with the distillation map."""
+and a memory of normal teacher patches (positional, or a k-shot VectorStore) fused with the distillation map."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from kdanomaly.models.components import TimmFeatures, insert_simam, validate_ima
 from kdanomaly.models.components.backbone import resolve_layers
 
 from .anomaly_map import AnomalyMapGenerator, Fusion, MapStatistics
-from .kshot_memory import PatchPrototypeMemory
+from .kshot_memory import KShotMemory
 from .loss import Distance
 from .positional_memory import PositionalMemory, memory_features
 
@@ -54,7 +54,7 @@ class KDADModel(nn.Module):
         memory_layers: teacher stages whose (3x3-aggregated) features the memory stores, a subset of ``layers``;
             default: all distilled stages but the shallowest (``blocks.2``, ``blocks.4`` for the default layers).
         memory_kind: ``"positional"`` (each patch against normal patches at the same place; needs 2+ images) or
-            ``"prototype"`` (k-shot: against a coreset of all normal patches in a PrototypeMemory; from 1 image).
+            ``"prototype"`` (k-shot: against a coreset of all normal patches in a VectorStore; from 1 image).
         memory_window: positional: positions around the query position searched (``window x window``).
         memory_size: positional: normal patches kept per position (greedy k-center coreset).
         coreset_ratio: prototype: fraction of the normal patches kept (greedy k-center coreset).
@@ -108,9 +108,7 @@ class KDADModel(nn.Module):
         if memory_kind not in ("positional", "prototype"):
             raise ValueError(f"unknown memory_kind {memory_kind!r}; use 'positional' or 'prototype'")
         self.memory = (
-            PositionalMemory(memory_window, memory_size)
-            if memory_kind == "positional"
-            else PatchPrototypeMemory(coreset_ratio)
+            PositionalMemory(memory_window, memory_size) if memory_kind == "positional" else KShotMemory(coreset_ratio)
         )
         self.map_statistics = MapStatistics()
 

@@ -10,7 +10,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from lightning.pytorch import LightningModule
@@ -41,7 +41,8 @@ class FewShotRecognizer(LightningModule):
         alpha, beta, temperature, margin: loss weights, NT-Xent temperature and ArcFace margin.
         learning_rate: Adam's.
         match_on: what references and queries are matched on: the pooled ``"backbone"`` features (default; they
-            transfer to unseen defect types far better, see the README's NEU table) or the trained ``"projection"``.
+            transfer to unseen defect types far better, see benchmarks/README.md, few-shot defect types on NEU) or the
+            trained ``"projection"``.
     """
 
     def __init__(
@@ -75,7 +76,7 @@ class FewShotRecognizer(LightningModule):
     def embedding_dim(self) -> int:
         """Dimension of the matched embeddings (the prototype memory's)."""
         if self.match_on == "backbone":
-            return int(self.model.backbone.num_features)
+            return int(cast(int, self.model.backbone.num_features))  # timm models' num_features: an int
         return int(self.hparams["embedding_size"])
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -25,7 +27,7 @@ class RecognizerNet(nn.Module):
         # Channels-last: a training step of tf_efficientnet_lite0 on CPU takes about half the time (measured).
         self.backbone = create_backbone(backbone, pretrained, num_classes=0).to(memory_format=torch.channels_last)
         self.projection = nn.Sequential(
-            nn.Linear(self.backbone.num_features, hidden_size),
+            nn.Linear(cast(int, self.backbone.num_features), hidden_size),  # timm models' num_features: an int
             nn.ReLU(inplace=True),
             nn.Linear(hidden_size, embedding_size),
         )
