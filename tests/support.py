@@ -46,17 +46,9 @@ def train_and_test(
     model: torch.nn.Module, datamodule: MVTecAD, run_dir: Path, **budget: int
 ) -> tuple[Engine, dict[str, float]]:
     """Fit ``model`` on CPU without validation, then test it: the engine and the test metrics."""
-    from anomalib.engine import Engine
+    from kdanomaly.benchmark.evaluation import cpu_engine
 
-    engine = Engine(
-        accelerator="cpu",
-        devices=1,
-        default_root_dir=run_dir,
-        logger=False,
-        enable_progress_bar=False,
-        limit_val_batches=0,
-        **budget,
-    )
+    engine = cpu_engine(run_dir, limit_val_batches=0, **budget)
     engine.fit(model, datamodule=datamodule)
     return engine, engine.test(model, datamodule=datamodule, verbose=False)[0]
 

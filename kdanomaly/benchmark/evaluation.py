@@ -98,21 +98,21 @@ class FittedRun(NamedTuple):
     train_seconds: float
 
 
+def cpu_engine(work_dir: Path, **trainer_arguments: Any) -> Engine:
+    """An Anomalib Engine on one CPU device without logger or progress bar, writing under ``work_dir``."""
+    return Engine(
+        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, default_root_dir=work_dir,
+        **trainer_arguments,
+    )  # fmt: skip
+
+
 def fit_and_evaluate(
     model: AnomalibModule, datamodule: AnomalibDataModule, work_dir: Path, **trainer_arguments: Any
 ) -> FittedRun:
     """Fit on CPU (no logger, no progress bar) and :func:`evaluate`; training time runs until the first
     validation batch (memory-bank fitting before it counts as training, the evaluation pass does not)."""
     outputs = ValidationOutputs()
-    engine = Engine(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        default_root_dir=work_dir,
-        callbacks=[outputs],
-        **trainer_arguments,
-    )
+    engine = cpu_engine(work_dir, callbacks=[outputs], **trainer_arguments)
     started = time.perf_counter()
     engine.fit(model, datamodule=datamodule)
     metrics = evaluate(engine, model, datamodule, outputs)

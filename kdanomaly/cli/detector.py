@@ -16,7 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from kdanomaly.cli.training import LightningArgumentParser, TrainingCLI
-from kdanomaly.data import image_files
+from kdanomaly.data import images_given
 
 TRAINER_DEFAULTS = {"max_epochs": 20}  # besides TrainingCLI's quiet ones
 
@@ -105,9 +105,7 @@ def _predict(args: argparse.Namespace) -> None:
 
     detector = FewShotDetector.load_from_checkpoint(args.model, map_location="cpu", pretrained=False)
     memory = PrototypeMemory.load(args.memory) if args.memory else None
-    paths = [file for path in args.images for file in (image_files(path) if path.is_dir() else [path])]
-    if not paths:
-        raise SystemExit("no images given")
+    paths = images_given(args.images)
     args.out.mkdir(parents=True, exist_ok=True)
     with (args.out / "predictions.jsonl").open("w") as lines:
         for path in tqdm(paths, desc="detecting", unit="image"):

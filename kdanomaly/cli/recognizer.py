@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from kdanomaly.cli.training import TrainingCLI
-from kdanomaly.data import image_files
+from kdanomaly.data import images_given
 from kdanomaly.data.labelled_images import LabelledImagesDataModule, list_labelled_images, load_images
 
 if TYPE_CHECKING:
@@ -85,9 +85,7 @@ def _classify(args: argparse.Namespace) -> None:
 
     recognizer = FewShotRecognizer.load_from_checkpoint(args.model, map_location="cpu", pretrained=False)
     memory = PrototypeMemory.load(args.memory)
-    paths = [file for path in args.images for file in (image_files(path) if path.is_dir() else [path])]
-    if not paths:
-        raise SystemExit("no images given")
+    paths = images_given(args.images)
     prediction = memory.predict(_embed_with_progress(recognizer, paths, args.size))
     for path, label, similarity in zip(paths, prediction.labels, prediction.similarities, strict=True):
         print(json.dumps({"image": str(path), "type": label, "similarity": round(float(similarity), 4)}))
