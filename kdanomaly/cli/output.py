@@ -26,11 +26,10 @@ def configure_output(verbose: bool, run_logs: bool) -> None:
     Call it before Anomalib, timm or Lightning are imported: their deprecation warnings fire at import time.
     """
     logging.basicConfig(format=LOG_FORMAT, level=logging.INFO if verbose else logging.WARNING, force=True)
-    if verbose:
-        return
-    for name in RUN_LOGGERS if run_logs else ():
-        logging.getLogger(name).setLevel(logging.INFO)
-    warnings.filterwarnings("ignore")
-    warnings.filterwarnings("default", module=r"kdanomaly(\.|$)")
+    for name in RUN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose or run_logs else logging.WARNING)
     for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    if not verbose:
+        warnings.filterwarnings("ignore")
+        warnings.filterwarnings("default", module=r"kdanomaly(\.|$)")

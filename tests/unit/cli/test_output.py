@@ -34,6 +34,7 @@ def _warn_from(module: str) -> None:
 
 @pytest.mark.usefixtures("restored_logging")
 def test_quiet_output_hides_third_party_warnings_but_not_ours() -> None:
+    logging.getLogger("anomalib").setLevel(logging.INFO)  # as an earlier Anomalib run in the same process leaves it
     with warnings.catch_warnings(record=True) as caught:
         configure_output(verbose=False, run_logs=False)
         _warn_from("timm.models.layers")
