@@ -1,9 +1,10 @@
 """``kdanomaly`` command: Anomalib's subcommands with kdanomaly's models known by short name, plus our own.
 
-``kdanomaly train|test|predict|export|... `` is Anomalib's CLI (``--model KDAnomaly`` resolves because the
-models are imported first); ``kdanomaly weights install``, ``kdanomaly demo``, ``kdanomaly benchmark`` and
-``kdanomaly fewshot train|enroll|classify``, ``kdanomaly detect train|enroll|predict``, ``kdanomaly inspect`` and
-``kdanomaly calibrate`` are kdanomaly's.
+``kdanomaly train|test|predict|... `` is Anomalib's CLI (``--model KDAnomaly`` resolves because the models are
+imported first); ``kdanomaly weights install``, ``kdanomaly demo``, ``kdanomaly benchmark``,
+``kdanomaly fewshot train|enroll|classify``, ``kdanomaly detect train|enroll|predict``, ``kdanomaly export``,
+``kdanomaly inspect`` and ``kdanomaly calibrate`` are kdanomaly's (``export`` with Anomalib's ``--ckpt_path`` or
+``--export_type`` is Anomalib's).
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from kdanomaly.cli.export import is_anomalib_export
 from kdanomaly.cli.output import configure_output, take_verbose_flag
 from kdanomaly.data import IMAGE_SUFFIXES, image_files
 
-OWN_COMMANDS = ("weights", "demo", "benchmark", "fewshot", "detect", "inspect", "calibrate")
+OWN_COMMANDS = ("weights", "demo", "benchmark", "fewshot", "detect", "export", "inspect", "calibrate")
 
 
 def _option_value(argv: Sequence[str], option: str) -> str | None:
@@ -55,6 +57,7 @@ def _own_parser() -> argparse.ArgumentParser:
     commands.add_parser("benchmark", help="AUROC leaderboard of KDAnomaly and Anomalib's models (see --help)")
     commands.add_parser("fewshot", help="few-shot defect recognizer: train, enroll, classify (see --help)")
     commands.add_parser("detect", help="few-shot defect detector: train, enroll, predict (see --help)")
+    commands.add_parser("export", help="checkpoint to OpenVINO (fp32, bf16, int8) or ONNX for inspect (see --help)")
     commands.add_parser("inspect", help="pre-screen images: scores, regions, types, review report (see --help)")
     commands.add_parser("calibrate", help="review threshold for a false-review rate from good images (see --help)")
     return parser
@@ -74,6 +77,10 @@ def _run_own(argv: Sequence[str]) -> int:
         from kdanomaly.cli.detector import main as detect_main
 
         return detect_main(argv[1:])
+    if argv[0] == "export":
+        from kdanomaly.cli.export import export_main
+
+        return export_main(argv[1:])
     if argv[0] in ("inspect", "calibrate"):
         from kdanomaly.cli.inspection import calibrate_main, inspect_main
 
@@ -94,12 +101,13 @@ def _run_own(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kdanomaly`` console script (``-v`` anywhere shows third-party warnings)."""
     argv, verbose = take_verbose_flag(list(sys.argv[1:] if argv is None else argv))
-    configure_output(verbose, run_logs=bool(argv) and argv[0] not in OWN_COMMANDS)
-    if argv and argv[0] in OWN_COMMANDS:
+    own = bool(argv) and argv[0] in OWN_COMMANDS and not (argv[0] == "export" and is_anomalib_export(argv))
+    configure_output(verbose, run_logs=not own)
+    if own:
         return _run_own(argv)
     if not argv or argv[0] in ("-h", "--help"):
         _own_parser().print_help()
-        print("\nEvery other subcommand is Anomalib's (fit, validate, test, train, predict, export, ...):\n")
+        print("\nEvery other subcommand is Anomalib's (fit, validate, test, train, predict, ...):\n")
         argv = ["--help"]
     root = _option_value(argv, "--data.root")
     if root is not None:

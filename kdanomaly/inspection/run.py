@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import cast
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
+from kdanomaly.engines.opening import OpenedModel, open_model
 from kdanomaly.files import sha256_of
 
-from .calibration import Calibration, read_calibration
+from .calibration import Calibration
 from .journal import Row, RunFolder, journal_name
 from .naming import DefectNamer
 from .outputs import image_key, write_outputs
@@ -30,24 +30,31 @@ WRITES_IN_FLIGHT = 2  # batches whose files may still be being written while the
 
 @dataclass(frozen=True)
 class InspectOptions:
-    """Batching and output limits of a run."""
+    """Engine, batching and output limits of a run (``engine``, ``precision``: see :func:`open_model`)."""
 
     batch_size: int = 16
     workers: int = 2
     max_regions: int = 20
     recognizer_size: int = 128
     progress: bool = True
+    engine: str = "auto"
+    precision: str | None = None
+    threads: int = 0
+
+    def open(self, model: Path, device: str = "cpu") -> OpenedModel:
+        """``model`` on this run's engine, precision, batch size and threads."""
+        return open_model(model, self.engine, self.precision, self.batch_size, self.threads, device)
 
 
-def review_threshold(checkpoint: Path, threshold: float | None) -> tuple[float, Calibration | None]:
-    """``threshold`` if given, else the one ``kdanomaly calibrate`` stored in the checkpoint; and that calibration."""
-    calibration = read_calibration(torch.load(checkpoint, map_location="cpu", weights_only=False))
+def review_threshold(model: OpenedModel, threshold: float | None) -> tuple[float, Calibration | None]:
+    """``threshold`` if given, else the one ``kdanomaly calibrate`` stored with the model; and that calibration."""
+    calibration = model.calibration
     if threshold is not None:
         return threshold, calibration
     if calibration is None:
         raise ValueError(
-            f"{checkpoint} has no calibrated threshold: run `kdanomaly calibrate --model {checkpoint} --normal ...` on"
-            " held-out good images, or pass --threshold"
+            f"{model.source} has no calibrated threshold: run `kdanomaly calibrate --model {model.source} --normal ...`"
+            " on held-out good images, or pass --threshold"
         )
     return calibration.threshold, calibration
 
@@ -86,11 +93,12 @@ def _write_batch(run: RunFolder, rows: list[tuple[Row, tuple | None]]) -> None:
 
 
 def inspect(
-    inputs: Sequence[Path], checkpoint: Path, out: Path, threshold: float | None = None,
+    inputs: Sequence[Path], model: Path, out: Path, threshold: float | None = None,
     recognizer: Path | None = None, memory: Path | None = None, resume: bool = False,
     options: InspectOptions | None = None,
 ) -> list[Row]:  # fmt: skip
-    """Inspect ``inputs`` into the run folder ``out``; the ranked rows (also in results.csv/.jsonl, report.html).
+    """Inspect ``inputs`` with ``model`` (a checkpoint or an export) into the run folder ``out``; the ranked rows
+    (also in results.csv/.jsonl, report.html).
 
     Launched as several processes (torchrun, srun), each scores its share and rank 0 returns and writes every row
     once all have finished; the others return no rows.
@@ -98,11 +106,7 @@ def inspect(
     options = options or InspectOptions()
     if (recognizer is None) != (memory is None):
         raise ValueError("defect types need both a recognizer checkpoint and its prototype memory")
-    threshold, calibration = review_threshold(checkpoint, threshold)
-    settings = {
-        "model": str(checkpoint.resolve()), "model_sha256": sha256_of(checkpoint), "threshold": threshold,
-        "max_regions": options.max_regions,
-    }  # fmt: skip
+    settings: dict[str, object] = {}
     namer = None
     if recognizer is not None and memory is not None:
         namer = DefectNamer(recognizer, memory, options.recognizer_size)
@@ -110,7 +114,10 @@ def inspect(
         settings |= {"recognizer_size": options.recognizer_size}
     with coordinated() as coordinator:
         shard = coordinator.shard
-        scorer = AnomalyScorer(checkpoint, shard.device())
+        opened = options.open(model, str(shard.device()))
+        threshold, calibration = review_threshold(opened, threshold)
+        settings |= opened.identity() | {"threshold": threshold, "max_regions": options.max_regions}
+        scorer = AnomalyScorer(opened.engine)
         journal = journal_name(shard.rank, shard.world_size)
         run = coordinator.first_then_others(lambda: RunFolder(out, settings, resume or shard.rank > 0, journal))
         mine = shard.take(inputs)
@@ -121,7 +128,11 @@ def inspect(
             return []
     rows = ranked(run.all_rows())
     write_results(out, rows)
-    notes = [f"model {checkpoint}", calibration.describe() if calibration else f"threshold {threshold:.6g} (given)"]
+    engine = f"{opened.engine.name}, {opened.engine.precision}"
+    notes = [
+        f"model {model} ({engine})",
+        calibration.describe() if calibration else f"threshold {threshold:.6g} (given)",
+    ]
     write_report(out, rows, threshold, notes)
     return rows
 
@@ -143,9 +154,9 @@ def _score_into(
             future.result()
 
 
-def normal_scores(checkpoint: Path, inputs: Sequence[Path], options: InspectOptions) -> tuple[np.ndarray, list[str]]:
+def normal_scores(model: Path, inputs: Sequence[Path], options: InspectOptions) -> tuple[np.ndarray, list[str]]:
     """Anomaly scores of readable ``inputs`` and the errors of the unreadable ones (for calibration)."""
-    scorer = AnomalyScorer(checkpoint, Shard().device())
+    scorer = AnomalyScorer(options.open(model, str(Shard().device())).engine)
     scores, errors = [], []
     bar = tqdm(total=len(inputs), unit="img", disable=not options.progress, desc="scoring normal images")
     with bar:

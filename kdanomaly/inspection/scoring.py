@@ -8,18 +8,17 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms.v2 import Normalize, Resize
 
 from kdanomaly.data.images import read_image
 
 if TYPE_CHECKING:
-    from anomalib.pre_processing import PreProcessor
+    from kdanomaly.engines.runtime import Engine
 
 DISPLAY_SIDE = 768  # longest side of the picture kept for overlays, thumbnails and region crops
 
@@ -73,31 +72,15 @@ class ScoredBatch:
 
 
 class AnomalyScorer:
-    """A trained KDAnomaly checkpoint as a scorer of raw anomaly scores and maps (before Anomalib's normalisation)."""
+    """An engine (see :mod:`kdanomaly.engines`) as a scorer of image files: raw anomaly scores and maps."""
 
-    def __init__(self, checkpoint: str | Path, device: torch.device | str = "cpu") -> None:
-        from kdanomaly.models import KDAnomaly
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.image_size: tuple[int, int] = engine.image_size
 
-        self.device = torch.device(device)
-        self.model = KDAnomaly.load_from_checkpoint(checkpoint, map_location="cpu", visualizer=False).eval()
-        self.model.to(self.device)
-        pre_processor = cast("PreProcessor", self.model.pre_processor)  # Anomalib types it as nn.Module | None
-        transforms = getattr(pre_processor.transform, "transforms", [pre_processor.transform])
-        sizes = [t.size for t in transforms if isinstance(t, Resize)]
-        normalizers = [t for t in transforms if isinstance(t, Normalize)]
-        if len(sizes) != 1 or len(normalizers) != 1:
-            raise ValueError(
-                f"{checkpoint}: expected a pre-processor of one Resize and one Normalize, got {transforms}"
-            )
-        size = sizes[0] if len(sizes[0]) == 2 else sizes[0] * 2
-        self.image_size: tuple[int, int] = (int(size[0]), int(size[1]))
-        self.normalize = normalizers[0]
-
-    @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Scores ``(B,)`` and maps ``(B, S, S)`` of images ``(B, 3, S, S)`` in [0, 1] at :attr:`image_size`."""
-        result = self.model.model(self.normalize(images.to(self.device)))
-        return result.pred_score.reshape(-1).cpu().numpy(), result.anomaly_map[:, 0].cpu().numpy()
+        return self.engine(images)
 
     def batches(self, paths: Sequence[Path], batch_size: int = 16, workers: int = 2) -> Iterator[ScoredBatch]:
         """Score ``paths`` in order, ``batch_size`` at a time, decoding in ``workers`` processes."""

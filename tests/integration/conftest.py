@@ -3,6 +3,8 @@ trained on it (session-scoped, reused by several tests)."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,16 @@ def trained(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> T
     images = torch.stack([datamodule.test_data[i].image for i in range(0, len(datamodule.test_data), 6)])
     checkpoint = Path(engine.trainer.checkpoint_callback.best_model_path)
     return TrainedRun(model.eval(), metrics, checkpoint, teacher_before, images, len(datamodule.train_data))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def export_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Checkpoints converted for OpenVINO go to a temporary cache, not the user's ~/.cache/kdanomaly."""
+    cache = tmp_path_factory.mktemp("export_cache")
+    previous = os.environ.get("KDANOMALY_CACHE")
+    os.environ["KDANOMALY_CACHE"] = str(cache)
+    yield cache
+    if previous is None:
+        del os.environ["KDANOMALY_CACHE"]
+    else:
+        os.environ["KDANOMALY_CACHE"] = previous

@@ -41,3 +41,26 @@ def test_image_sizes_the_model_cannot_take_are_rejected(size: tuple[int, int], s
         small_model(torch.zeros(1, 3, *size))
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         small_model(torch.zeros(3, 64, 64))
+
+
+@pytest.mark.parametrize("size", [(64, 48), (256, 256), (40, 37)])
+def test_matrix_blur_equals_anomalibs_convolution(size: tuple[int, int]) -> None:
+    from anomalib.models.components import GaussianBlur2d
+
+    from kdanomaly.models.kdad.anomaly_map import GaussianBlur
+
+    maps = torch.rand(3, 1, *size) * 10
+    expected = GaussianBlur2d(sigma=4.0, channels=1, kernel_size=33)(maps)
+    blurred = GaussianBlur(sigma=4.0, kernel_size=33)(maps)
+    assert torch.allclose(blurred, expected, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_reflect_blur_matrix_keeps_constants_and_rejects_too_small_maps() -> None:
+    from kdanomaly.models.kdad.anomaly_map import reflect_blur_matrix
+
+    weights = torch.tensor([0.25, 0.5, 0.25], dtype=torch.float64)
+    matrix = reflect_blur_matrix(weights, 5)
+    assert torch.allclose(matrix.sum(dim=1), torch.ones(5, dtype=torch.float64))
+    assert matrix[0].tolist() == [0.5, 0.5, 0.0, 0.0, 0.0]  # reflect: x[-1] is x[1]
+    with pytest.raises(ValueError, match="larger than"):
+        reflect_blur_matrix(torch.ones(9, dtype=torch.float64), 4)

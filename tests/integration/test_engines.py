@@ -1,0 +1,135 @@
+"""Engines: exports score as PyTorch does (fp32 exactly, bf16 and int8 closely), and refuse to score when they do
+not match what their model.json claims."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from kdanomaly.data import image_files
+from kdanomaly.engines import ManifestError, export_model, open_model
+from kdanomaly.engines.export import sampled_images
+from kdanomaly.inspection.calibration import calibrate, store_calibration
+from kdanomaly.inspection.scoring import ImageFiles
+from tests.support import CATEGORY, IMAGE_SIZE, TrainedRun
+
+MAP_TOLERANCE = 1e-4  # of the map's range, fp32 engines against PyTorch
+AUROC_TOLERANCE = 0.005  # bf16 and int8 against fp32
+
+
+def _images(paths: list[Path]) -> np.ndarray:
+    files = ImageFiles(paths, (IMAGE_SIZE, IMAGE_SIZE))
+    return np.stack([files[i].image.numpy() for i in range(len(files))])
+
+
+@pytest.fixture(scope="module")
+def test_set(synthetic_root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The synthetic test images ``(N, 3, S, S)`` and their labels (1 = defect)."""
+    paths = image_files(synthetic_root / CATEGORY / "test")
+    return _images(paths), np.array([path.parent.name != "good" for path in paths], dtype=int)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(trained: TrainedRun, synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained model calibrated (20 % false reviews) on its training normals, as a copy."""
+    opened = open_model(trained.checkpoint, "torch")
+    scores, _ = opened.engine(_images(image_files(synthetic_root / CATEGORY / "train" / "good")))
+    return store_calibration(trained.checkpoint, calibrate(scores, 0.2), tmp_path_factory.mktemp("ckpt") / "m.ckpt")
+
+
+@pytest.fixture(scope="module")
+def exports(checkpoint: Path, synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """OpenVINO fp32 and int8 (quantized on the training normals) and ONNX exports of the checkpoint."""
+    root = tmp_path_factory.mktemp("exports")
+    normals = sampled_images(image_files(synthetic_root / CATEGORY / "train" / "good"), (IMAGE_SIZE, IMAGE_SIZE))
+    return {
+        "openvino": export_model(checkpoint, root / "openvino"),
+        "int8": export_model(checkpoint, root / "int8", "openvino", "int8", normals),
+        "onnx": export_model(checkpoint, root / "onnx", "onnx"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("model", "engine"), [("openvino", "openvino"), ("onnx", "onnx"), ("onnx", "openvino"), ("ckpt", "openvino")]
+)
+def test_fp32_engines_give_pytorch_maps_ranks_and_decisions(
+    model: str, engine: str, checkpoint: Path, exports: dict[str, Path], test_set: tuple[np.ndarray, np.ndarray]
+) -> None:
+    images, _ = test_set
+    reference = open_model(checkpoint, "torch")
+    expected_scores, expected_maps = reference.engine(images)
+    opened = open_model(checkpoint if model == "ckpt" else exports[model], engine, batch_size=4)
+    scores, maps = opened.engine(images)
+    assert opened.engine.name == engine and maps.shape == expected_maps.shape
+    assert np.abs(maps - expected_maps).max() <= MAP_TOLERANCE * np.ptp(expected_maps)
+    np.testing.assert_array_equal(np.argsort(scores, kind="stable"), np.argsort(expected_scores, kind="stable"))
+    threshold = reference.calibration.threshold
+    assert opened.calibration is not None and opened.calibration.threshold == threshold
+    np.testing.assert_array_equal(scores > threshold, expected_scores > threshold)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_low_precision_keeps_the_image_auroc(
+    precision: str, exports: dict[str, Path], test_set: tuple[np.ndarray, np.ndarray]
+) -> None:
+    images, labels = test_set
+    fp32 = roc_auc_score(labels, open_model(exports["openvino"]).engine(images)[0])
+    model = exports["int8"] if precision == "int8" else exports["openvino"]
+    opened = open_model(model, "openvino", precision)
+    assert opened.engine.precision == precision
+    assert abs(roc_auc_score(labels, opened.engine(images)[0]) - fp32) <= AUROC_TOLERANCE
+
+
+def test_an_export_that_is_not_what_its_manifest_claims_is_refused(
+    checkpoint: Path, exports: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "export"
+    shutil.copytree(exports["openvino"].parent, folder)
+    manifest = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps(manifest | {"image_size": [IMAGE_SIZE * 2, IMAGE_SIZE * 2]}))
+    with pytest.raises(ManifestError, match="takes inputs of shape"):
+        open_model(folder / "model.xml")
+    other = torch.load(checkpoint, weights_only=False)  # the same network with another normal memory
+    other["state_dict"]["model.memory.bank"] = other["state_dict"]["model.memory.bank"].flip(0)
+    torch.save(other, tmp_path / "other.ckpt")
+    export_model(tmp_path / "other.ckpt", tmp_path / "other")
+    (folder / "model.json").write_text(json.dumps(manifest))
+    for name in ("model.xml", "model.bin"):
+        shutil.copy(tmp_path / "other" / name, folder / name)
+    with pytest.raises(ManifestError, match="does not reproduce the scores"):
+        open_model(folder / "model.xml")
+
+
+def test_an_export_whose_checkpoint_was_recalibrated_since_is_refused(exports: dict[str, Path], tmp_path: Path):
+    folder = tmp_path / "export"
+    shutil.copytree(exports["openvino"].parent, folder)
+    manifest = json.loads((folder / "model.json").read_text())
+    claimed = Path(manifest["checkpoint"])
+    recalibrated = tmp_path / "recalibrated.ckpt"
+    shutil.copy(claimed, recalibrated)
+    store_calibration(recalibrated, calibrate(np.arange(100.0), 0.1))
+    (folder / "model.json").write_text(json.dumps(manifest | {"checkpoint": str(recalibrated)}))
+    with pytest.raises(ManifestError, match="is not the one"):
+        open_model(folder / "model.xml")
+
+
+def test_without_openvino_auto_scores_with_pytorch_and_says_so(checkpoint: Path, synthetic_root: Path, tmp_path: Path):
+    """A real missing package (import blocked), through the command line: one notice, the run completes."""
+    code = (
+        "import sys; sys.modules['openvino'] = None; from kdanomaly.cli import main; "
+        f"main(['inspect', {str(synthetic_root / CATEGORY / 'test' / 'good')!r}, '--model', {str(checkpoint)!r}, "
+        f"'--out', {str(tmp_path / 'run')!r}, '--no-progress', '--workers', '0'])"
+    )
+    finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=False)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert finished.stdout.count("OpenVINO is not installed") == 1
+    settings = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert settings["engine"] == "torch"
