@@ -74,7 +74,7 @@ def main() -> None:
         engine.fit(model, datamodule=datamodule)
         metrics = engine.test(model, datamodule=datamodule, verbose=False)[0]
         direct = model_scores(model, datamodule)
-        options = InspectOptions(progress=False)
+        options = InspectOptions(progress=False, engine="torch")  # as when the committed result was made
         checkpoint = scratch / "model.ckpt"
         engine.trainer.save_checkpoint(checkpoint)
         scores, _ = normal_scores(checkpoint, calibration_images, options)

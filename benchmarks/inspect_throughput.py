@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from benchmarks.report import run_header
 from kdanomaly.data import image_files
 from kdanomaly.data.synthetic import generate_synthetic_dataset
+from kdanomaly.engines import open_model
 from kdanomaly.inspection.run import InspectOptions, inspect
 from kdanomaly.inspection.scoring import AnomalyScorer, ImageFiles
 
@@ -34,7 +34,7 @@ REVIEWED = 0.1  # share of the images above the benchmark's threshold
 def forward_rate(scorer: AnomalyScorer, paths: list[Path], batch_size: int) -> tuple[float, np.ndarray]:
     """Images per second of the model alone on pre-loaded images, and their scores."""
     files = ImageFiles(paths, scorer.image_size)
-    images = torch.stack([files[i].image for i in range(len(files))])
+    images = np.stack([files[i].image for i in range(len(files))])
     scorer(images[:batch_size])  # warm-up
     started = time.perf_counter()
     scores = [scorer(images[start : start + batch_size])[0] for start in range(0, len(images), batch_size)]
@@ -48,17 +48,18 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--engine", default="torch", help="PyTorch, as the committed result (engine_speed compares)")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="inspect_throughput_"))
     try:
         data = generate_synthetic_dataset(scratch / "data", "weave", 256, n_train=args.images, n_test_good=1,
                                           n_test_per_defect=1)  # fmt: skip
         paths = image_files(data / "train" / "good")
-        scorer = AnomalyScorer(args.model)
+        scorer = AnomalyScorer(open_model(args.model, args.engine, batch_size=args.batch_size).engine)
         forward, scores = forward_rate(scorer, paths, args.batch_size)
         threshold = float(np.quantile(scores, 1 - REVIEWED))
         started = time.perf_counter()
-        options = InspectOptions(args.batch_size, args.workers, progress=False)
+        options = InspectOptions(args.batch_size, args.workers, progress=False, engine=args.engine)
         rows = inspect(paths, args.model, scratch / "run", threshold=threshold, options=options)
         pipeline = len(rows) / (time.perf_counter() - started)
     finally:

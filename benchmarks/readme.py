@@ -400,6 +400,67 @@ def inspect_throughput_section() -> Section:
     return Section("Throughput of kdanomaly inspect", ("inspect_throughput.json",), body)
 
 
+ENGINE_LABELS = {
+    "torch/fp32": "PyTorch eager, fp32", "torch-channels-last/fp32": "PyTorch, channels_last, fp32",
+    "onnx/fp32": "ONNX Runtime, fp32", "openvino/fp32": "OpenVINO, fp32", "openvino/bf16": "OpenVINO, bf16",
+    "openvino/int8": "OpenVINO, int8 (NNCF)",
+}  # fmt: skip
+
+
+def engine_speed_section() -> Section:
+    result = load("engine_speed.json")
+    settings, model_only, pipeline = result["settings"], result["model_only"], result["pipeline"]
+    eager = model_only["torch/fp32"]["images_per_second"][str(model_only["torch/fp32"]["best_batch"])]
+    header = ["engine", "batch 1, images / s", "best batch", "images / s", f"{TIMES} PyTorch eager", "share of peak"]
+    rows = []
+    for name, cell in model_only.items():
+        best = cell["images_per_second"][str(cell["best_batch"])]
+        rows.append([ENGINE_LABELS[name], f"{cell['images_per_second']['1']:.2f}", cell["best_batch"], f"{best:.2f}",
+                     f"{best / eager:.2f}", f"{100 * cell['share_of_peak']:.1f} %"])  # fmt: skip
+    piped = pipeline["torch/fp32"]["images_per_second"]
+    pipeline_rows = [
+        [ENGINE_LABELS[name], cell["batch"], f"{cell['images_per_second']:.2f}",
+         f"{cell['images_per_second'] / piped:.2f}", cell["reviewed"]]
+        for name, cell in pipeline.items()
+    ]  # fmt: skip
+    peer_rows = []
+    for name, cell in result["peers"].items():
+        ours = model_only["openvino/fp32"]["images_per_second"][str(cell["batch"])]
+        rate = cell["openvino_fp32_images_per_second"]
+        peer_rows.append([name, cell["batch"], f"{rate:.2f}", f"{ours:.2f}", f"{ours / rate:.2f}"])
+    body = paragraphs(
+        f"""The scoring graph of `make demo`'s checkpoint (256 {TIMES} 256) on each engine, in one process, one
+        after the other: {result["flops_per_image"] / 1e9:.2f} GFLOP per image (PyTorch's FLOP counter, 2 per
+        multiply-add). Model only: {settings["model_images"]} synthetic images already decoded, at batch 1 and at
+        each of {settings["batches"]}, best batch shown. Share of peak: images / s {TIMES} FLOPs / the CPU's peak
+        ({settings["peak_gflops"]} GFLOP/s fp32 = 2 cores {TIMES} 2.6 GHz {TIMES} 32 FLOP per cycle; bf16 and
+        int8 rows against 2{TIMES} and 4{TIMES} that). The int8 model is NNCF's, quantized on the model's
+        training images; its layers left in floating point run in bf16.""",
+        command(
+            *wrapped(
+                "python -m benchmarks.engine_speed --out benchmarks/results/engine_speed.json",
+                "--model results/demo/KDAnomaly/MVTecAD/weave/latest/weights/lightning/model.ckpt "
+                "--normals results/demo/data/weave/train/good",
+            )
+        ),
+        machine(("engine_speed.json", result["machine"])),
+        table(header, rows, "lrrrrr"),
+        f"""The whole `kdanomaly inspect` on {settings["images"]} PNG files (decoding threads, scoring, regions,
+        overlays, thumbnails, maps, journal, report) at the engine's best batch, each engine's threshold at its own
+        scores' 90th percentile:""",
+        table(["engine", "batch", "images / s", f"{TIMES} PyTorch eager", "reviewed"], pipeline_rows, "lrrrr"),
+        f"int8: {result['int8_refused']}." if "int8_refused" in result else "",
+        """Anomalib's Patchcore (its 10 % coreset, chosen by `kdanomaly.memory.k_center_greedy`, the same greedy
+        algorithm as Anomalib's sampler) and Padim, same backbone, fitted on the same good images, exported to
+        OpenVINO fp32 by Anomalib's own export (its batch fixed at export), model only, beside KDAnomaly's OpenVINO
+        fp32 export at the same batch:""",
+        table(
+            ["Anomalib model", "batch", "images / s", "KDAnomaly, images / s", f"KDAnomaly {TIMES}"], peer_rows, "lrrrr"
+        ),
+    )
+    return Section("Engines: images per second on a 2-core CPU", ("engine_speed.json",), body)
+
+
 # --------------------------------------------------------------------------------------------------- recognizer
 
 
@@ -814,6 +875,7 @@ SECTIONS: tuple[Callable[[], Section], ...] = (
     kshot_section,
     inspect_bottle_section,
     inspect_throughput_section,
+    engine_speed_section,
     fewshot_neu_section,
     fewshot_mt_section,
     detector_section,

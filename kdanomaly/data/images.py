@@ -19,15 +19,21 @@ class UnreadableImageError(ValueError):
     """A file that cannot be read as an image; the message names it and says why."""
 
 
-def _as_float_rgb(image: Image.Image) -> torch.Tensor:
-    """``(3, H, W)`` float32 in [0, 1] from a decoded Pillow image of any mode."""
+def _as_rgb(image: Image.Image) -> torch.Tensor:
+    """``(3, H, W)`` from a decoded Pillow image of any mode: uint8 for 8-bit sources, float32 in [0, 1] for 16-bit
+    and floating-point ones."""
     if image.mode in SIXTEEN_BIT_MODES or image.mode == "I":  # 16-bit gray (Pillow opens some as 32-bit "I")
         gray = torch.from_numpy(np.array(image, dtype=np.float32) / 65535).clamp_(0, 1)
         return gray.expand(3, -1, -1).contiguous()
     if image.mode == "F":
         gray = torch.from_numpy(np.array(image, dtype=np.float32)).clamp_(0, 1)
         return gray.expand(3, -1, -1).contiguous()
-    return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).float().div_(255)
+    return torch.from_numpy(np.array(image if image.mode == "RGB" else image.convert("RGB"))).permute(2, 0, 1)
+
+
+def as_unit_float(pixels: torch.Tensor) -> torch.Tensor:
+    """:func:`read_pixels`' result as float32 in [0, 1]."""
+    return pixels.float().div_(255) if pixels.dtype == torch.uint8 else pixels
 
 
 def read_image(path: str | Path) -> torch.Tensor:
@@ -36,13 +42,18 @@ def read_image(path: str | Path) -> torch.Tensor:
     Raises:
         UnreadableImageError: missing, unreadable, empty, truncated or not an image.
     """
+    return as_unit_float(read_pixels(path))
+
+
+def read_pixels(path: str | Path) -> torch.Tensor:
+    """As :func:`read_image`, but 8-bit sources stay uint8 ``(3, H, W)`` (the display copy needs no round trip)."""
     path = Path(path)
     try:
         with Image.open(path) as image:
             image.load()
             if image.width == 0 or image.height == 0:
                 raise UnreadableImageError(f"cannot read image {path}: it has no pixels")
-            return _as_float_rgb(image)
+            return _as_rgb(image)
     except UnreadableImageError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:

@@ -19,9 +19,10 @@ from kdanomaly.inspection.calibration import Calibration
 
 FORMAT_VERSION = 1
 PRECISIONS = ("fp32", "bf16", "int8")
-# Largest probe difference an engine may show, as a fraction of the probe map's range at export (fp32: rounding
-# only; bf16 and int8: measured on the synthetic set and bottle to stay far above it and far below a wrong memory).
-PROBE_TOLERANCE = {"fp32": 1e-4, "bf16": 0.05, "int8": 0.1}
+# Largest probe difference an engine may show against the probe recorded at export (by the export itself, at its
+# precision), as a fraction of the probe map's range: fp32 and int8 rounding only; bf16 run on an fp32 export's
+# record. A wrong model or memory moves the probe by far more.
+PROBE_TOLERANCE = {"fp32": 1e-4, "bf16": 0.05, "int8": 1e-3}
 PROBE_SEED = 20261201
 PROBE_IMAGES = 2
 

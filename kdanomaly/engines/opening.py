@@ -52,10 +52,11 @@ def _choose(engine: str, suffix: str) -> str:
     if suffix not in possible:
         raise ValueError(f"a model is a .ckpt checkpoint or a .xml/.onnx export, got a {suffix or 'bare'} file")
     if engine == "auto":
-        available = [name for name in possible[suffix] if installed(name)]
+        preferred = {".xml": ["openvino"], ".onnx": ["openvino", "onnx"], ".ckpt": ["openvino", "torch"]}[suffix]
+        available = [name for name in preferred if installed(name)]
         if not available:
             raise ValueError(f"no engine for a {suffix} model is installed (pip install openvino)")
-        if available[0] != "openvino" and suffix != ".onnx":
+        if available[0] == "torch":
             print("note: OpenVINO is not installed; scoring with PyTorch (pip install openvino: ~3x faster)")
         return available[0]
     if engine not in possible[suffix]:
@@ -163,7 +164,9 @@ def _open_export(
     if model is None:
         scorer = OnnxRuntimeEngine(path, manifest.image_size, batch_size, threads)
     else:
-        scorer = OpenVinoEngine(model, manifest.image_size, precision, batch_size, threads)
+        scorer = OpenVinoEngine(
+            model, manifest.image_size, precision, batch_size, threads, cache_dir=export_cache() / "openvino-blobs"
+        )
     return OpenedModel(scorer, manifest.calibrated(), path, manifest)
 
 

@@ -8,7 +8,6 @@ shape is faster than a dynamic one); a shorter batch is padded and the padding d
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,7 +19,10 @@ from .graph import ScoringGraph
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("scores", "maps")
-OPENVINO_PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8 layers run in int8 whatever
+# int8: the quantized convolutions run in int8 (VNNI), the layers left in floating point in bf16 where the CPU has
+# it (AVX512_BF16, AMX; f32 elsewhere): +13 % images/s here, AUROC within 0.005 of fp32 (benchmarks/README.md).
+OPENVINO_PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "int8": "bf16"}
+DEFAULT_STREAMS = 2  # parallel inference requests (one per core here)
 
 
 class Engine(Protocol):
@@ -49,20 +51,17 @@ def _as_array(images: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def _padded_calls(
-    run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], images: np.ndarray, batch_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """``run`` over ``images`` in chunks of exactly ``batch_size`` (the last one padded by repeating its last image)."""
-    scores, maps = [], []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
+def _chunks(images: np.ndarray, size: int) -> list[tuple[np.ndarray, int]]:
+    """``images`` in chunks of exactly ``size`` (the last padded by repeating its last image), each with the number
+    of its real images."""
+    chunks = []
+    for start in range(0, len(images), size):
+        chunk = images[start : start + size]
         real = len(chunk)
-        if real < batch_size:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - real, axis=0)])
-        chunk_scores, chunk_maps = run(chunk)
-        scores.append(chunk_scores[:real])
-        maps.append(chunk_maps[:real])
-    return np.concatenate(scores), np.concatenate(maps)
+        if real < size:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - real, axis=0)])
+        chunks.append((chunk, real))
+    return chunks
 
 
 class TorchEngine:
@@ -81,7 +80,7 @@ class TorchEngine:
         if channels_last:
             self.graph = self.graph.to(memory_format=torch.channels_last)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def __call__(self, images: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         batch = torch.as_tensor(images, dtype=torch.float32).to(self.device)
         if self.channels_last:
@@ -106,35 +105,54 @@ class OnnxRuntimeEngine:
         self.image_size, self.batch_size = image_size, batch_size
 
     def __call__(self, images: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        def run(chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            scores, maps = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: chunk})
-            return np.asarray(scores), np.asarray(maps)
-
-        return _padded_calls(run, _as_array(images), self.batch_size)
+        outputs = [
+            (self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: chunk}), real)
+            for chunk, real in _chunks(_as_array(images), self.batch_size)
+        ]
+        scores = np.concatenate([np.asarray(result[0])[:real] for result, real in outputs])
+        return scores, np.concatenate([np.asarray(result[1])[:real] for result, real in outputs])
 
 
 class OpenVinoEngine:
-    """OpenVINO's CPU plugin on an ``ov.Model`` (read from ``.xml``/``.onnx`` or converted from the graph),
-    compiled for ``batch_size`` with the precision's inference hint."""
+    """OpenVINO's CPU plugin on an ``openvino.Model`` (read from ``.xml``/``.onnx`` or converted from the graph).
+
+    ``streams`` inference requests run side by side, each on its own share of the cores and its own slice of the
+    batch (``batch_size / streams`` images): on 2 cores two one-thread streams score about as fast as one
+    two-thread request at fp32 and twice as fast at int8 (benchmarks/engine_speed.py), and they keep both cores
+    busy while the decoding and writing threads of ``inspect`` take turns.
+    """
 
     name = "openvino"
 
     def __init__(
-        self, model: Any, image_size: tuple[int, int], precision: str = "fp32", batch_size: int = 16, threads: int = 0
-    ) -> None:
+        self, model: Any, image_size: tuple[int, int], precision: str = "fp32", batch_size: int = 16, threads: int = 0,
+        streams: int = DEFAULT_STREAMS, cache_dir: Path | None = None,
+    ) -> None:  # fmt: skip
         import openvino
 
-        model.reshape({model.inputs[0].get_any_name(): [batch_size, 3, *image_size]})
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION_HINT[precision]}
+        self.slice = max(1, -(-batch_size // streams))
+        model.reshape({model.inputs[0].get_any_name(): [self.slice, 3, *image_size]})
+        config: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": OPENVINO_PRECISION_HINT[precision], "PERFORMANCE_HINT": "THROUGHPUT",
+            "NUM_STREAMS": str(streams),
+        }  # fmt: skip
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
+        if cache_dir is not None:
+            config["CACHE_DIR"] = str(cache_dir)  # compiled blobs: the next start takes a second less
         self.compiled = openvino.Core().compile_model(model, "CPU", config)
-        self.request = self.compiled.create_infer_request()
+        self.requests = [self.compiled.create_infer_request() for _ in range(streams)]
         self.precision, self.image_size, self.batch_size = precision, image_size, batch_size
 
     def __call__(self, images: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        def run(chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            outputs = self.request.infer({0: chunk})
-            return np.array(outputs[0]), np.array(outputs[1])
-
-        return _padded_calls(run, _as_array(images), self.batch_size)
+        chunks = _chunks(_as_array(images), self.slice)
+        scores, maps = [], []
+        for first in range(0, len(chunks), len(self.requests)):
+            group = list(zip(self.requests, chunks[first : first + len(self.requests)], strict=False))
+            for request, (chunk, _) in group:
+                request.start_async({0: chunk})
+            for request, (_, real) in group:
+                request.wait()
+                scores.append(request.get_output_tensor(0).data[:real].copy())
+                maps.append(request.get_output_tensor(1).data[:real].copy())
+        return np.concatenate(scores), np.concatenate(maps)

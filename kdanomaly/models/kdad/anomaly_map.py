@@ -45,13 +45,20 @@ class GaussianBlur(GaussianBlur2d):
         height, width = input_tensor.shape[-2:]
         key = (int(height), int(width), input_tensor.dtype, input_tensor.device)
         if key not in self._matrices:
-            kernel = self.kernel[0, 0].to(torch.float64)
-            rows, cols = kernel.sum(dim=1), kernel.sum(dim=0)  # the 2-D kernel is their outer product
-            self._matrices[key] = tuple(  # type: ignore[assignment]
-                reflect_blur_matrix(weights, size).to(input_tensor) for weights, size in ((rows, height), (cols, width))
-            )
+            self._matrices[key] = self._blur_matrices(height, width, input_tensor)
         vertical, horizontal = self._matrices[key]
         return vertical @ input_tensor @ horizontal.T
+
+    def _blur_matrices(self, height: int, width: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row and column blur matrices, as ordinary tensors even when first built under ``torch.inference_mode``
+        (Lightning tests and predicts in it; an export afterwards needs tensors autograd may see)."""
+        with torch.inference_mode(False), torch.no_grad():
+            kernel = self.kernel[0, 0].clone().to(torch.float64)
+            rows, cols = kernel.sum(dim=1), kernel.sum(dim=0)  # the 2-D kernel is their outer product
+            return (
+                reflect_blur_matrix(rows, height).to(dtype=like.dtype, device=like.device),
+                reflect_blur_matrix(cols, width).to(dtype=like.dtype, device=like.device),
+            )
 
 
 class AnomalyMapGenerator(nn.Module):

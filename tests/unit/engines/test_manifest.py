@@ -42,7 +42,7 @@ def test_probe_check_allows_rounding_and_refuses_other_scores() -> None:
     manifest.check_probe(np.array([1.0, 2.0 + 5e-4]), maps, "fp32", Path("m.xml"))  # 5e-5 of the range
     with pytest.raises(ManifestError, match="does not reproduce"):
         manifest.check_probe(np.array([1.0, 2.1]), maps, "fp32", Path("m.xml"))
-    manifest.check_probe(np.array([1.0, 2.1]), maps, "int8", Path("m.xml"))  # within int8's tolerance
+    manifest.check_probe(np.array([1.0, 2.1]), maps, "bf16", Path("m.xml"))  # within bf16's tolerance
 
 
 def test_files_that_are_not_a_manifest_are_named(tmp_path: Path) -> None:

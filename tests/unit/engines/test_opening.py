@@ -31,15 +31,9 @@ def test_without_openvino_a_checkpoint_falls_back_to_pytorch_with_one_notice(
         opening._choose("openvino", ".ckpt")
 
 
-def test_padded_calls_run_full_batches_and_drop_the_padding() -> None:
-    seen: list[int] = []
-
-    def run(chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        seen.append(len(chunk))
-        return chunk[:, 0, 0, 0], chunk[:, 0]
-
+def test_chunks_are_full_batches_whose_padding_is_counted() -> None:
     images = np.arange(7, dtype=np.float32).reshape(7, 1, 1, 1) * np.ones((1, 3, 2, 2), dtype=np.float32)
-    scores, maps = runtime._padded_calls(run, images, 3)
-    assert seen == [3, 3, 3]
-    np.testing.assert_array_equal(scores, np.arange(7))
-    assert maps.shape == (7, 2, 2)
+    chunks = runtime._chunks(images, 3)
+    assert [(len(chunk), real) for chunk, real in chunks] == [(3, 3), (3, 3), (3, 1)]
+    np.testing.assert_array_equal(np.concatenate([chunk[:real] for chunk, real in chunks]), images)
+    assert (chunks[-1][0] == images[-1]).all()  # padded with the last image, not zeros (no division by zero)
