@@ -450,10 +450,10 @@ def engine_speed_section() -> Section:
         scores' 90th percentile:""",
         table(["engine", "batch", "images / s", f"{TIMES} PyTorch eager", "reviewed"], pipeline_rows, "lrrrr"),
         f"int8: {result['int8_refused']}." if "int8_refused" in result else "",
-        """Anomalib's Patchcore (its 10 % coreset, chosen by `kdanomaly.memory.k_center_greedy`, the same greedy
-        algorithm as Anomalib's sampler) and Padim, same backbone, fitted on the same good images, exported to
-        OpenVINO fp32 by Anomalib's own export (its batch fixed at export), model only, beside KDAnomaly's OpenVINO
-        fp32 export at the same batch:""",
+        f"""Anomalib's {" and ".join(result["peers"])} (Patchcore with its 10 % coreset, chosen by
+        `kdanomaly.memory.k_center_greedy`, the same greedy algorithm as Anomalib's sampler), same backbone, fitted
+        on the same good images, exported to OpenVINO fp32 by Anomalib's own export, model only, beside KDAnomaly's
+        OpenVINO fp32 export at the same batch:""",
         table(
             ["Anomalib model", "batch", "images / s", "KDAnomaly, images / s", f"KDAnomaly {TIMES}"], peer_rows, "lrrrr"
         ),
@@ -915,6 +915,7 @@ def summary_rows(links: dict[Callable[[], Section], str]) -> list[list[str]]:
     kdad = load("kdad_bottle.json")
     kshot = kshot_cells(load("kshot_normal.json")["rows"])
     screening, throughput = load("inspect_bottle.json"), load("inspect_throughput.json")
+    engines = load("engine_speed.json")["pipeline"]
     low, high = screening["interval"]
     neu, tiles = load("fewshot_neu.json")["novel"], load("fewshot_mt.json")["accuracy"]
     small = load("fewshot_neu_small_200px.json")["small"]["recognizer/backbone"]["10/class"]
@@ -952,6 +953,12 @@ def summary_rows(links: dict[Callable[[], Section], str]) -> list[list[str]]:
             f"{throughput['pipeline_images_per_second']:.2f}; the model alone "
             f"{throughput['forward_images_per_second']:.2f} ({100 * throughput['pipeline_overhead']:.1f} % overhead)",
             links[inspect_throughput_section],
+        ],
+        [
+            "`kdanomaly inspect` by engine, 256 px, images per second (same run)",
+            f"OpenVINO fp32 {engines['openvino/fp32']['images_per_second']:.2f}; PyTorch eager "
+            f"{engines['torch/fp32']['images_per_second']:.2f}",
+            links[engine_speed_section],
         ],
         [
             "Defect types unseen in training, NEU, 5 references per type, accuracy",

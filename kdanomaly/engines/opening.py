@@ -1,6 +1,6 @@
 """Open a model for scoring: a checkpoint on any engine, or an export on its own; the fastest engine by default.
 
-``auto`` picks OpenVINO when it is installed (about 3x PyTorch eager on this kind of CPU, see
+``auto`` picks OpenVINO when it is installed (about 2.5x PyTorch eager on this kind of CPU, see
 benchmarks/README.md), else ONNX Runtime for an ``.onnx`` file, else PyTorch, saying so in one line. A ``.xml`` is
 OpenVINO's, a ``.onnx`` ONNX Runtime's or OpenVINO's, a ``.ckpt`` any engine's (converted in memory at start).
 """
@@ -57,7 +57,7 @@ def _choose(engine: str, suffix: str) -> str:
         if not available:
             raise ValueError(f"no engine for a {suffix} model is installed (pip install openvino)")
         if available[0] == "torch":
-            print("note: OpenVINO is not installed; scoring with PyTorch (pip install openvino: ~3x faster)")
+            print("note: OpenVINO is not installed; scoring with PyTorch (pip install openvino: ~2.5x faster)")
         return available[0]
     if engine not in possible[suffix]:
         raise ValueError(f"a {suffix} model cannot run on {engine}; use {' or '.join(possible[suffix])}")
