@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from kdanomaly.files import sha256_of
-from kdanomaly.inspection.calibration import read_calibration
+from kdanomaly.inspection.calibration import checkpoint_calibration
 
 from .graph import ScoringGraph, load_scoring_graph
 from .manifest import PROBE_TOLERANCE, Manifest, ManifestError, probe_images
@@ -96,8 +96,8 @@ def export_model(
     if precision != "int8":
         _check_close(scores, maps, reference_scores, reference_maps, PROBE_TOLERANCE[precision] * maps_range, path)
     elif calibration_images is not None:
-        _check_quantized(graph_module, image_size, path, calibration_images)
-    calibration = read_calibration(torch.load(checkpoint, map_location="cpu", weights_only=False))
+        _check_quantized(graph_module, image_size, path, calibration_images, reference_maps)
+    calibration = checkpoint_calibration(checkpoint)
     manifest = Manifest(
         model_file=path.name, precision=precision, image_size=image_size, checkpoint=str(checkpoint.resolve()),
         checkpoint_sha256=sha256_of(checkpoint), probe_scores=[float(s) for s in scores],
@@ -122,15 +122,20 @@ def _write_openvino(
     return OpenVinoEngine(saved, image_size, precision, batch_size=probe_batch)(probe_images(image_size))
 
 
-def _check_quantized(graph: ScoringGraph, image_size: tuple[int, int], path: Path, images: np.ndarray) -> None:
+def _check_quantized(
+    graph: ScoringGraph, image_size: tuple[int, int], path: Path, images: np.ndarray, probe_maps: np.ndarray
+) -> None:
     """ManifestError (and the int8 files removed) if the int8 model's maps of the probe images (far from any normal
-    image, as defects are) and of the good images it was calibrated on stray from PyTorch's by more than
+    image, as defects are; ``probe_maps`` are PyTorch's, computed once by the export) and of the good images it was
+    calibrated on stray from PyTorch's by more than
     :data:`INT8_MAP_ERROR` of their spread. Ranges calibrated on normal images alone can clip the activations a
     defect causes, and such a model misses defects instead of scoring them a little less precisely."""
     quantized = OpenVinoEngine(_read(path), image_size, "int8", batch_size=8)
+    calibration_sample = images[:: max(1, len(images) // 32)]
+    calibration_maps = TorchEngine(graph, image_size)(calibration_sample)[1]
+    pairs = ((probe_images(image_size), probe_maps), (calibration_sample, calibration_maps))
     errors = []
-    for sample in (probe_images(image_size), images[:: max(1, len(images) // 32)]):
-        reference = TorchEngine(graph, image_size)(sample)[1]
+    for sample, reference in pairs:
         errors.append(float(np.abs(quantized(sample)[1] - reference).mean() / max(float(reference.std()), 1e-12)))
     error = max(errors)
     if error > INT8_MAP_ERROR:

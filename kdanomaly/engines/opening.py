@@ -15,7 +15,7 @@ import torch
 from filelock import FileLock
 
 from kdanomaly.files import sha256_of
-from kdanomaly.inspection.calibration import Calibration, read_calibration
+from kdanomaly.inspection.calibration import Calibration, checkpoint_calibration
 
 from .export import MODEL_FILES, export_model
 from .graph import graph_digest, load_scoring_graph
@@ -102,7 +102,7 @@ def _check_claimed_calibration(manifest: Manifest, path: Path) -> None:
     checkpoint = Path(manifest.checkpoint)
     if not checkpoint.is_file() or sha256_of(checkpoint) == manifest.checkpoint_sha256:
         return
-    calibration = read_calibration(torch.load(checkpoint, map_location="cpu", weights_only=False))
+    calibration = checkpoint_calibration(checkpoint)
     current = None if calibration is None else calibration.threshold
     if current is not None and current != manifest.threshold:
         raise ManifestError(
@@ -126,7 +126,7 @@ def _open_checkpoint(
         raise ValueError("int8 needs calibration images: `kdanomaly export --precision int8 --calibration-images ...`")
     if precision == "bf16" and engine != "openvino":
         raise ValueError("bf16 runs on OpenVINO (--engine openvino)")
-    calibration = read_calibration(torch.load(path, map_location="cpu", weights_only=False))
+    calibration = checkpoint_calibration(path)
     graph, image_size = load_scoring_graph(path)
     if engine == "torch":
         if threads:

@@ -73,6 +73,11 @@ def read_calibration(checkpoint: dict) -> Calibration | None:
     return None if stored is None else Calibration(**{**stored, "interval": tuple(stored["interval"])})
 
 
+def checkpoint_calibration(checkpoint_path: str | Path) -> Calibration | None:
+    """The calibration stored in the checkpoint file at ``checkpoint_path``, if any."""
+    return read_calibration(torch.load(checkpoint_path, map_location="cpu", weights_only=False))
+
+
 def store_calibration(checkpoint_path: str | Path, calibration: Calibration, out: str | Path | None = None) -> Path:
     """Write ``calibration`` into the checkpoint (its record and Anomalib's image/pixel thresholds) atomically.
 
