@@ -7,7 +7,6 @@ OpenVINO's, a ``.onnx`` ONNX Runtime's or OpenVINO's, a ``.ckpt`` any engine's (
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +16,9 @@ from filelock import FileLock
 from kdanomaly.files import sha256_of
 from kdanomaly.inspection.calibration import Calibration, checkpoint_calibration
 
+from .cache import cached_export_folder, export_cache
 from .export import MODEL_FILES, export_model
-from .graph import graph_digest, load_scoring_graph
+from .graph import load_scoring_graph
 from .manifest import Manifest, ManifestError, probe_images
 from .runtime import Engine, OnnxRuntimeEngine, OpenVinoEngine, TorchEngine, installed
 
@@ -111,12 +111,6 @@ def _check_claimed_calibration(manifest: Manifest, path: Path) -> None:
         )
 
 
-def export_cache() -> Path:
-    """Where checkpoints converted for OpenVINO or ONNX Runtime are kept: ``$KDANOMALY_CACHE`` or
-    ``~/.cache/kdanomaly``."""
-    return Path(os.environ.get("KDANOMALY_CACHE", Path.home() / ".cache" / "kdanomaly"))
-
-
 def _open_checkpoint(
     path: Path, engine: str, precision: str, batch_size: int, threads: int, device: str
 ) -> OpenedModel:
@@ -132,7 +126,7 @@ def _open_checkpoint(
         if threads:
             torch.set_num_threads(threads)
         return OpenedModel(TorchEngine(graph, image_size, batch_size, device=device), calibration, path, None)
-    folder = export_cache() / graph_digest(graph, image_size) / engine
+    folder = cached_export_folder(graph, image_size, engine)
     model_file = folder / MODEL_FILES[engine]
     if not (folder / "model.json").is_file() or not model_file.is_file():
         with FileLock(str(folder) + ".lock"):  # two processes of a sharded run export once

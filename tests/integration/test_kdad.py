@@ -1,15 +1,11 @@
-"""KDAnomaly trained on the synthetic set: quality, the normal memory, the frozen teacher, persistence, export."""
+"""KDAnomaly trained on the synthetic set: quality, the normal memory, the frozen teacher, persistence."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
-import onnxruntime
 import torch
 
 from kdanomaly import KDAnomaly
-from tests.support import IMAGE_SIZE, TrainedRun
+from tests.support import TrainedRun
 
 
 def test_short_training_detects_and_localises_synthetic_defects(trained: TrainedRun) -> None:
@@ -35,16 +31,3 @@ def test_checkpoint_round_trip_gives_identical_maps(trained: TrainedRun) -> None
     with torch.no_grad():
         expected = trained.model(trained.test_images).anomaly_map
         assert torch.equal(restored(trained.test_images).anomaly_map, expected)
-
-
-def test_onnx_export_matches_pytorch(trained: TrainedRun, tmp_path: Path) -> None:
-    onnx_path = trained.model.to_onnx(tmp_path, input_size=(IMAGE_SIZE, IMAGE_SIZE))
-    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    names = [output.name for output in session.get_outputs()]
-    images = torch.nn.functional.interpolate(trained.test_images, size=(IMAGE_SIZE, IMAGE_SIZE))
-    for image in images:
-        batch = image[None]
-        outputs = dict(zip(names, session.run(None, {"input": batch.numpy()}), strict=True))
-        with torch.no_grad():
-            expected = trained.model(batch).anomaly_map.numpy()
-        assert np.abs(outputs["anomaly_map"] - expected).max() <= 1e-3
