@@ -61,3 +61,41 @@ def run_command(*arguments: object) -> str:
     output = finished.stdout + finished.stderr
     assert finished.returncode == 0, output[-4000:]
     return output
+
+
+def fake_review_run(out: Path, review: int = 4, passed: int = 1, defect_types: list[str] | None = None) -> list[dict]:
+    """A run folder as ``kdanomaly inspect`` leaves it, made by hand (no model): ``review`` rows sent to review, then
+    ``passed`` passed ones (highest score first), then one unreadable image; each scored row with a small JPEG
+    overlay and thumbnail in its own colour; run.json with ``defect_types``. The rows of its results.jsonl."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    for folder in ("overlays", "thumbnails", "maps"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    for index in range(review + passed):
+        name = f"part_{index:02d}"
+        sent = index < review
+        regions = [{"box": [4, 4, 20, 16], "area": 192, "peak": 1.5 - 0.1 * index}] if sent else []
+        if sent and index % 2 == 0:
+            regions[0] |= {"type": "scratch", "similarity": 0.9}
+        suffixes = {"overlay": "jpg", "thumbnail": "jpg", "map": "npy"}
+        files = {kind: f"{kind}s/{name}_0123456789.{suffix}" for kind, suffix in suffixes.items()}
+        rows.append({
+            "rank": index + 1, "key": f"/station/images/{name}.png", "path": f"/station/images/{name}.png",
+            "status": "ok", "score": 3.0 - 0.25 * index, "decision": "review" if sent else "pass", "width": 64,
+            "height": 48, "regions": regions, **files,
+        })  # fmt: skip
+        colour = (40 * index % 256, 200 - 30 * index % 200, 100)
+        Image.new("RGB", (64, 48), colour).save(out / files["overlay"], quality=90)
+        Image.new("RGB", (32, 24), colour).save(out / files["thumbnail"], quality=85)
+        np.save(out / files["map"], np.zeros((16, 16), np.float16))
+    broken = "/station/images/broken.png"
+    rows.append({"rank": len(rows) + 1, "key": broken, "path": broken, "status": "error", "error": "not an image"})
+    (out / "results.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    types = defect_types if defect_types is not None else ["dent"]
+    settings = {"threshold": 1.0, "max_regions": 20, "defect_types": types}
+    (out / "run.json").write_text(json.dumps(settings))
+    return rows

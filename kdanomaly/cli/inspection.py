@@ -22,7 +22,9 @@ def _add_batching(parser: argparse.ArgumentParser) -> None:
 def inspect_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdanomaly inspect", description=__doc__)
     parser.add_argument("images", nargs="+", help="image files, folders (recursive), glob patterns, list files")
-    parser.add_argument("--model", type=Path, required=True, help="KDAnomaly checkpoint, or its export (.xml/.onnx)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", type=Path, help="KDAnomaly checkpoint, or its export (.xml/.onnx)")
+    source.add_argument("--station", type=Path, help="a station (kdanomaly fit): its current model and defect types")
     parser.add_argument("--out", type=Path, required=True, help="output folder (new, empty, or a run to --resume)")
     parser.add_argument("--threshold", type=float, help="review threshold (default: the calibrated one)")
     parser.add_argument("--memory", type=Path, help="prototype memory of defect types (kdanomaly fewshot enroll)")
@@ -72,7 +74,7 @@ def inspect_main(argv: Sequence[str]) -> int:
     try:
         rows = inspect(
             collect_inputs(args.images), args.model, args.out, args.threshold, args.recognizer, args.memory,
-            args.resume, _options(args),
+            args.resume, _options(args), args.station,
         )  # fmt: skip
     except ValueError as error:
         raise SystemExit(f"kdanomaly inspect: {error}") from error

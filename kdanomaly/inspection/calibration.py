@@ -45,6 +45,11 @@ class Calibration:
         )
 
 
+def images_needed(target_rate: float) -> int:
+    """The fewest held-out normal images that can calibrate ``target_rate``: ceil((1 - a) / a)."""
+    return math.ceil((1 - target_rate) / target_rate - ROUNDING)
+
+
 def calibrate(normal_scores: Sequence[float] | np.ndarray, target_rate: float, confidence: float = 0.95) -> Calibration:
     """The conformal threshold for ``target_rate`` from held-out normal images' scores.
 
@@ -59,8 +64,8 @@ def calibrate(normal_scores: Sequence[float] | np.ndarray, target_rate: float, c
     n = len(scores)
     rank = math.ceil((n + 1) * (1 - target_rate) - ROUNDING)
     if rank > n:
-        needed = math.ceil((1 - target_rate) / target_rate - ROUNDING)
         rate = f"{100 * target_rate:g} %"
+        needed = images_needed(target_rate)
         raise ValueError(f"{n} normal images cannot calibrate a {rate} false-review rate; it needs {needed}")
     misses, hits = n + 1 - rank, rank
     low, high = beta.ppf([(1 - confidence) / 2, (1 + confidence) / 2], misses, hits)

@@ -73,7 +73,7 @@ def _batch_rows(
         score, anomaly_map = float(next(scores)), next(maps)
         regions = find_regions(anomaly_map, threshold, item.size, options.max_regions) if score > threshold else []
         if namer is not None:
-            regions = namer.name(cast(np.ndarray, item.display), item.size, regions)  # readable: has a display
+            regions = namer.name(cast(np.ndarray, item.display), item.size, regions, anomaly_map)  # readable
         row |= {
             "status": "ok", "score": score, "decision": "review" if score > threshold else "pass",
             "width": item.size[0], "height": item.size[1], "regions": [region.as_row() for region in regions],
@@ -92,26 +92,42 @@ def _write_batch(run: RunFolder, rows: list[tuple[Row, tuple | None]]) -> None:
     run.append(finished)
 
 
+def _naming(
+    recognizer: Path | None, memory: Path | None, station: Path | None, options: InspectOptions
+) -> tuple[DefectNamer | None, dict[str, object], Path | None]:
+    """The defect namer, the run settings recording it, and the station's model (``station``: its current version's
+    model and defect types; otherwise a recognizer and its memory, or no naming)."""
+    if (recognizer is None) != (memory is None):
+        raise ValueError("defect types need both a recognizer checkpoint and its prototype memory")
+    if station is not None:
+        if recognizer is not None:
+            raise ValueError("a station names defects with its own types: drop --recognizer/--memory")
+        from kdanomaly.station.defect_types import station_setup
+
+        return station_setup(station, options.recognizer_size)
+    if recognizer is None or memory is None:
+        return None, {}, None
+    settings: dict[str, object] = {"recognizer_sha256": sha256_of(recognizer), "memory_sha256": sha256_of(memory)}
+    namer = DefectNamer.from_recognizer(recognizer, memory, options.recognizer_size)
+    return namer, settings | {"recognizer_size": options.recognizer_size}, None
+
+
 def inspect(
-    inputs: Sequence[Path], model: Path, out: Path, threshold: float | None = None,
+    inputs: Sequence[Path], model: Path | None, out: Path, threshold: float | None = None,
     recognizer: Path | None = None, memory: Path | None = None, resume: bool = False,
-    options: InspectOptions | None = None,
+    options: InspectOptions | None = None, station: Path | None = None,
 ) -> list[Row]:  # fmt: skip
-    """Inspect ``inputs`` with ``model`` (a checkpoint or an export) into the run folder ``out``; the ranked rows
-    (also in results.csv/.jsonl, report.html).
+    """Inspect ``inputs`` with ``model`` (a checkpoint or an export) or a ``station``'s current model into the run
+    folder ``out``; the ranked rows (also in results.csv/.jsonl, report.html).
 
     Launched as several processes (torchrun, srun), each scores its share and rank 0 returns and writes every row
     once all have finished; the others return no rows.
     """
     options = options or InspectOptions()
-    if (recognizer is None) != (memory is None):
-        raise ValueError("defect types need both a recognizer checkpoint and its prototype memory")
-    settings: dict[str, object] = {}
-    namer = None
-    if recognizer is not None and memory is not None:
-        namer = DefectNamer(recognizer, memory, options.recognizer_size)
-        settings |= {"recognizer_sha256": sha256_of(recognizer), "memory_sha256": sha256_of(memory)}
-        settings |= {"recognizer_size": options.recognizer_size}
+    namer, settings, station_model = _naming(recognizer, memory, station, options)
+    if (model is None) == (station_model is None):
+        raise ValueError("give either a model (--model) or a station (--station)")
+    model = cast(Path, model or station_model)
     with coordinated() as coordinator:
         shard = coordinator.shard
         opened = options.open(model, str(shard.device()))

@@ -23,6 +23,17 @@ def memory_features(teacher_features: dict[str, torch.Tensor], layers: Sequence[
     return torch.cat([F.interpolate(p, size=size, mode="bilinear", align_corners=False) for p in pooled], dim=1)
 
 
+def _candidates(features: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Position-major candidates ``(h * w, C, window**2 * N)`` of ``(N, C, h, w)`` features (each position with its
+    edge-clamped neighbours, offset-major: candidate m is image m % N) and each candidate's image ``(h * w, M)``."""
+    n_images, channels, height, width = features.shape
+    radius = window // 2
+    padded = F.pad(features.detach().float(), (radius,) * 4, mode="replicate")
+    shifted = [padded[:, :, dy : dy + height, dx : dx + width] for dy in range(window) for dx in range(window)]
+    bank = torch.cat(shifted).permute(2, 3, 1, 0).reshape(height * width, channels, -1).contiguous()
+    return bank, (torch.arange(bank.shape[2]) % n_images).expand(height * width, -1).contiguous()
+
+
 class PositionalMemory(nn.Module):
     """Nearest-neighbour distance of each patch to the normal patches within a ``window x window`` neighbourhood.
 
@@ -66,17 +77,24 @@ class PositionalMemory(nn.Module):
         if features.ndim != 4 or features.shape[0] < 2:
             msg = f"the positional memory needs features (N, C, h, w) of at least 2 normal images, got {features.shape}"
             raise ValueError(f"{msg} (its statistics leave one image out); memory_kind='prototype' works from one")
-        n_images, channels, height, width = features.shape
-        radius = self.window // 2
-        padded = F.pad(features.detach().float(), (radius,) * 4, mode="replicate")
-        shifted = [
-            padded[:, :, dy : dy + height, dx : dx + width] for dy in range(self.window) for dx in range(self.window)
-        ]
-        stacked = torch.cat(shifted)  # (window**2 * N, C, h, w), offset-major: candidate m is image m % N
-        self.bank = stacked.permute(2, 3, 1, 0).reshape(height * width, channels, -1).contiguous()
+        n_images, _, height, width = features.shape
+        self.bank, self.candidate_images = _candidates(features, self.window)
         self.bank_norms = self.bank.pow(2).sum(1, keepdim=True)
-        self.candidate_images = (torch.arange(self.bank.shape[2]) % n_images).expand(height * width, -1).contiguous()
         self.grid = torch.tensor([height, width, n_images])
+
+    def add(self, features: torch.Tensor) -> None:
+        """Store ``(N, C, h, w)`` features of more normal images (e.g. confirmed false alarms) beside the reduced
+        bank: each image adds its ``window**2`` candidates per position; nothing stored before is dropped."""
+        if self.is_empty:
+            raise RuntimeError("the normal memory is empty: fit it before adding images")
+        height, width = (int(v) for v in self.grid[:2])
+        if features.ndim != 4 or features.shape[1] != self.bank.shape[1] or features.shape[-2:] != (height, width):
+            raise ValueError(f"features {tuple(features.shape)} do not match the memory bank {tuple(self.bank.shape)}")
+        candidates, images = _candidates(features, self.window)
+        self.bank = torch.cat([self.bank, candidates], dim=2).contiguous()
+        self.bank_norms = self.bank.pow(2).sum(1, keepdim=True)
+        self.candidate_images = torch.cat([self.candidate_images, images + self.n_images], dim=1).contiguous()
+        self.grid = torch.tensor([height, width, self.n_images + len(features)])
 
     def held_out_distances(self, features: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
         """Leave-one-image-out distance maps of the ``(N, C, h, w)`` features the memory was fitted on."""
