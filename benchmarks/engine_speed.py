@@ -8,10 +8,10 @@ seed the model never saw) already decoded, scored at batch 1 and at each of ``--
 reported beside batch 1. Pipeline: ``kdanomaly inspect`` on all the images as PNG files (decoding threads, scoring,
 regions, overlays, thumbnails, maps, journal, report) at the engine's best batch, for the engines in ``--pipeline``,
 each with the threshold at its own scores' 90th percentile (10 % of the images get regions). int8 is quantized on
-``--normals`` (the model's training images). Anomalib's Patchcore and Padim (same backbone, trained on the same
-normals) run exported to OpenVINO through Anomalib's own export, fp32. The machine's fp32 peak is cores x GHz x 2
-FMA units x 16 lanes x 2 (``--peak-gflops``); bf16 (AVX512_BF16) and int8 (VNNI) peaks are 2x and 4x that. Results
-are written after every cell; ``--resume`` keeps finished cells.
+``--normals`` (the model's training images) and the same images with pasted defects. Anomalib's Patchcore and
+Padim (same backbone, trained on the same normals) run exported to OpenVINO through Anomalib's own export, fp32.
+The machine's fp32 peak is cores x GHz x 2 FMA units x 16 lanes x 2 (``--peak-gflops``); bf16 (AVX512_BF16) and
+int8 (VNNI) peaks are 2x and 4x that. Results are written after every cell; ``--resume`` keeps finished cells.
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--model-images", type=int, default=256)
     parser.add_argument("--batches", type=int, nargs="+", default=[2, 4, 8, 16])
-    parser.add_argument("--pipeline", nargs="+", default=["torch/fp32", "openvino/fp32", "openvino/int8"])
+    pipeline = ["torch/fp32", "openvino/fp32", "openvino/bf16", "openvino/int8"]
+    parser.add_argument("--pipeline", nargs="+", default=pipeline)
     parser.add_argument("--peak-gflops", type=float, default=166.4, help="2 cores x 2.6 GHz x 32 FLOP/cycle")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
