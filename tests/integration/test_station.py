@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -10,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,9 +23,10 @@ from kdanomaly.cli import main
 from kdanomaly.data import image_files
 from kdanomaly.files import sha256_of
 from kdanomaly.review.decisions import Decision, append_decision
-from tests.support import CATEGORY
+from tests.support import CATEGORY, IMAGE_SIZE, TrainedRun
 
 SIZE = 64  # the station's image size: small, these tests train
+STEPS = 40  # training steps of the stations here
 QUICK = ["--image-size", str(SIZE), "--false-review-rate", "0.2", "--no-progress", "--workers", "0"]
 
 
@@ -43,11 +47,71 @@ def good_folder(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) 
     return folder
 
 
+@dataclass
+class FittedStation:
+    """A station fitted by a `fit` killed after its first checkpoint and run again; what the second run printed."""
+
+    root: Path
+    stopped_at_step: int
+    resumed_output: str
+
+
 @pytest.fixture(scope="module")
-def station(good_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def fitted(good_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> FittedStation:
     out = tmp_path_factory.mktemp("stations") / "line1"
-    assert main(["fit", str(good_folder), "--out", str(out), "--steps", "40", *QUICK]) == 0
-    return out
+    command = [sys.executable, "-m", "kdanomaly.cli", "fit", str(good_folder), "--out", str(out), "--steps", "4000",
+               *QUICK]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    last = out / "work" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # let the first checkpoint be written completely
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert last.is_file(), process.stderr.read().decode()[-2000:] if process.stderr else ""
+    assert not (out / "station.json").exists()
+    stopped = torch.load(last, weights_only=False)["global_step"]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["fit", str(good_folder), "--out", str(out), "--steps", str(STEPS), *QUICK]) == 0
+    return FittedStation(out, stopped, printed.getvalue())
+
+
+@pytest.fixture(scope="module")
+def station(fitted: FittedStation) -> Path:
+    return fitted.root
+
+
+@pytest.fixture(scope="module")
+def trained_station(trained: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A station around the session's trained KDAnomaly (128 px, sharper maps than the quick fits here): its
+    threshold calibrated at 20 % on 20 good images of another seed, held out as `fit` holds them out."""
+    from kdanomaly.data.synthetic import generate_synthetic_dataset
+    from kdanomaly.inspection.calibration import calibrate, store_calibration
+    from kdanomaly.inspection.run import InspectOptions, normal_scores
+    from kdanomaly.station import Station, Version
+
+    root = tmp_path_factory.mktemp("stations") / "trained"
+    (root / "v1").mkdir(parents=True)
+    held_out = generate_synthetic_dataset(tmp_path_factory.mktemp("held_out"), CATEGORY, IMAGE_SIZE, n_train=20,
+                                          n_test_good=1, n_test_per_defect=1, seed=1)  # fmt: skip
+    calibration_images = image_files(held_out / "train" / "good")
+    options = InspectOptions(progress=False, workers=0, engine="torch")
+    scores, _ = normal_scores(trained.checkpoint, calibration_images, options)
+    calibration = calibrate(scores, 0.2)
+    store_calibration(trained.checkpoint, calibration, root / "v1" / "model.ckpt")
+    Station(
+        root, IMAGE_SIZE, 0, 0.2, [], [str(path.resolve()) for path in calibration_images], [],
+        [Version(1, "v1/model.ckpt", "v1/model.ckpt", calibration.threshold)], 1,
+    ).save()  # fmt: skip
+    return root
+
+
+def test_a_killed_fit_resumes_where_it_stopped(fitted: FittedStation) -> None:
+    assert 0 < fitted.stopped_at_step < STEPS
+    assert "resuming the fit after epoch" in fitted.resumed_output
+    assert torch.load(fitted.root / "work" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == STEPS
 
 
 def test_fit_splits_trains_calibrates_and_skips_what_it_cannot_read(station: Path, good_folder: Path) -> None:
@@ -77,30 +141,10 @@ def test_fit_with_too_few_images_says_how_many_and_leaves_nothing(good_folder: P
     assert not (tmp_path / "station").exists()
 
 
-def test_a_killed_fit_resumes_where_it_stopped(good_folder: Path, tmp_path: Path, capsys) -> None:
-    out = tmp_path / "station"
-    command = [sys.executable, "-m", "kdanomaly.cli", "fit", str(good_folder), "--out", str(out), "--steps", "4000",
-               "--no-export", *QUICK]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    last = out / "work" / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 300
-    while not last.is_file() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)  # let the first checkpoint be written completely
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert last.is_file(), process.stderr.read().decode()[-2000:] if process.stderr else ""
-    assert not (out / "station.json").exists()
-    stopped = torch.load(last, weights_only=False)["global_step"]
-    assert main(["fit", str(good_folder), "--out", str(out), "--steps", str(stopped + 4), "--no-export", *QUICK]) == 0
-    assert "resuming the fit after epoch" in capsys.readouterr().out
-    assert torch.load(last, weights_only=False)["global_step"] == stopped + 4
-    assert json.loads((out / "station.json").read_text())["versions"][0]["model"] == "v1/model.ckpt"
-
-
 def test_learn_quiets_false_alarms_keeps_defects_names_new_types_and_undoes(
-    station: Path, synthetic_root: Path, tmp_path: Path
+    trained_station: Path, synthetic_root: Path, tmp_path: Path
 ) -> None:
+    station = trained_station
     test_root = synthetic_root / CATEGORY / "test"
     first_run = tmp_path / "run1"
     quiet = ["--no-progress", "--workers", "0"]
