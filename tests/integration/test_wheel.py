@@ -50,6 +50,7 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_is_what_runs_outside_the_checkout(venv: Path) -> None:
     where = _run(venv / "bin" / "python", "-c", "import kdanomaly; print(kdanomaly.__file__)", cwd=venv.parent)
     assert Path(where.strip()).is_relative_to(venv)
+    assert (Path(where.strip()).parent / "review" / "page.html").is_file()  # package data: the review page
 
 
 def test_help_and_benchmark_help_from_the_wheel_print_no_third_party_noise(venv: Path) -> None:
