@@ -3,8 +3,9 @@
 ``kdanomaly train|test|predict|... `` is Anomalib's CLI (``--model KDAnomaly`` resolves because the models are
 imported first); ``kdanomaly weights install``, ``kdanomaly demo``, ``kdanomaly benchmark``,
 ``kdanomaly fewshot train|enroll|classify``, ``kdanomaly detect train|enroll|predict``, ``kdanomaly export``,
-``kdanomaly inspect`` and ``kdanomaly calibrate`` are kdanomaly's (``export`` with Anomalib's ``--ckpt_path`` or
-``--export_type`` is Anomalib's).
+``kdanomaly inspect``, ``kdanomaly calibrate``, ``kdanomaly fit``, ``kdanomaly review`` and ``kdanomaly learn`` are
+kdanomaly's (``export`` with Anomalib's ``--ckpt_path`` or ``--export_type``, and ``fit`` with ``--model``,
+``--data`` or ``--config``, are Anomalib's).
 """
 
 from __future__ import annotations
