@@ -137,7 +137,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("results/station_loop"), help="stations and runs")
     parser.add_argument("--fit-images", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--false-review-rate", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
