@@ -171,8 +171,7 @@ def run(args: argparse.Namespace, report: dict[str, Any], save: Callable[[], Any
     for name in args.pipeline:
         if name in report["pipeline"] or name not in report["model_only"]:
             continue
-        engine, precision = name.split("/")
-        model = args.model if engine == "torch" else exports[name]
+        model, engine, precision = cells[name]
         best, threshold = report["model_only"][name]["best_batch"], report["model_only"][name]["threshold_90"]
         options = InspectOptions(best, 2, progress=False, engine=engine, precision=precision)
         started = time.perf_counter()

@@ -435,7 +435,7 @@ def engine_speed_section() -> Section:
         each of {settings["batches"]}, best batch shown. Share of peak: images / s {TIMES} FLOPs / the CPU's peak
         ({settings["peak_gflops"]} GFLOP/s fp32 = 2 cores {TIMES} 2.6 GHz {TIMES} 32 FLOP per cycle; bf16 and
         int8 rows against 2{TIMES} and 4{TIMES} that). The int8 model is NNCF's, quantized on the model's
-        training images; its layers left in floating point run in bf16.""",
+        training images and the same images with pasted defects; its layers left in floating point run in bf16.""",
         command(
             *wrapped(
                 "python -m benchmarks.engine_speed --out benchmarks/results/engine_speed.json",
@@ -459,6 +459,95 @@ def engine_speed_section() -> Section:
         ),
     )
     return Section("Engines: images per second on a 2-core CPU", ("engine_speed.json",), body)
+
+
+def engine_accuracy_section() -> Section:
+    result = load("engine_accuracy.json")
+    columns = list(ENGINES_ORDER)
+    rows = []
+    for name, cells in result["datasets"].items():
+        reference = cells["torch/fp32"]
+        for cell in columns:
+            if cell in cells:
+                value = cells[cell]
+                rows.append([name, ENGINE_LABELS[cell], value["test_images"], auroc(value["image_AUROC"]),
+                             signed(value["image_AUROC"] - reference["image_AUROC"]), auroc(value["pixel_AUROC"]),
+                             signed(value["pixel_AUROC"] - reference["pixel_AUROC"])])  # fmt: skip
+    body = paragraphs(
+        """What lower precision costs in AUROC: one KDAnomaly checkpoint per data set scored on its whole test set by
+        PyTorch and by its OpenVINO export in fp32, bf16 and int8 (NNCF, calibrated on the training images and the
+        same images with pasted defects). `synthetic`: `make demo`'s checkpoint on its test set; `bottle`: MVTec AD
+        bottle, the checkpoint of `python -m benchmarks.kdad_mvtec --category bottle --epochs 11` (256 px).""",
+        command(
+            *wrapped(
+                "python -m benchmarks.engine_accuracy --out benchmarks/results/engine_accuracy.json",
+                "--dataset synthetic:results/demo/data/weave:DEMO_CHECKPOINT "
+                f"--dataset bottle:{MVTEC}/bottle:BOTTLE_CHECKPOINT",
+            )
+        ),
+        machine(("engine_accuracy.json", result["machine"])),
+        table(["data", "engine", "test images", "image AUROC", "change", "pixel AUROC", "change"], rows, "llrrrrr"),
+    )
+    return Section("Engines: AUROC at lower precision", ("engine_accuracy.json",), body)
+
+
+ENGINES_ORDER = ("torch/fp32", "openvino/fp32", "openvino/bf16", "openvino/int8")
+
+
+def percent(value: float | None) -> str:
+    """A share as a percentage with one decimal."""
+    return "-" if value is None else f"{100 * value:.1f} %"
+
+
+def station_loop_change(name: str, first: dict[str, Any], last: dict[str, Any]) -> str:
+    """A data set's first and last round: good / defect images reviewed, good reviewed at 95 % defect recall."""
+    return (
+        f"{name} {percent(first['false_review_rate'])} / {percent(first['defect_recall'])} → "
+        f"{percent(last['false_review_rate'])} / {percent(last['defect_recall'])}; "
+        f"{percent(first['false_review_rate_at_95_recall'])} → {percent(last['false_review_rate_at_95_recall'])}"
+    )
+
+
+def station_loop_section() -> Section:
+    result = load("station_loop.json")
+    settings = result["settings"]
+    rows = []
+    for name, cells in result["datasets"].items():
+        for number, cell in enumerate(cells["rounds"]):
+            typed = cell["type_accuracy"]
+            rows.append([
+                name, number, cell["version"], f"{cell['good_images']} / {cell['defect_images']}",
+                percent(cell["false_review_rate"]), percent(cell["defect_recall"]),
+                percent(cell["false_review_rate_all_defects_kept"]), percent(cell["false_review_rate_at_95_recall"]),
+                auroc(cell["image_AUROC"]), "-" if typed is None else f"{percent(typed)} of {cell['typed_defects']}",
+            ])  # fmt: skip
+    header = [
+        "data", "round", "station version", "good / defect images", "good reviewed", "defects reviewed",
+        "false reviews, every defect kept", "false reviews, 95 % defects", "image AUROC", "types named right",
+    ]  # fmt: skip
+    body = paragraphs(
+        f"""The station loop with a simulated reviewer. Per data set (seed {settings["seed"]}): a station fitted by
+        `kdanomaly fit` on {settings["fit_images"]} good images ({settings["steps"]} steps, {settings["image_size"]}
+        px, {percent(float(settings["false_review_rate"]))} target false-review rate); the other good images and every
+        defect image shuffled into {settings["rounds"]} rounds. Round r is inspected by the station as it is after
+        learning rounds 0 to r {MINUS} 1; then the ground truth decides every image sent to review (false alarm, or
+        defect of its true type) and `kdanomaly learn` makes the next version. Columns: at the calibrated threshold,
+        the share of the round's good images sent to review and of its defects caught; the share of good images
+        that would be reviewed at the threshold that keeps every defect of the round (and 95 % of them); the
+        round's image AUROC; among the reviewed defects of types confirmed in earlier rounds, the share whose
+        strongest region is named with the right type. Magnetic tiles: `MT_Free` are the good images, the five
+        defect classes the types; screw: MVTec AD's training and test good images, the five test defect
+        folders.""",
+        command(
+            *wrapped(
+                "python -m benchmarks.station_loop --out benchmarks/results/station_loop.json --steps 200",
+                f"--dataset magnetic_tile:{MAGNETIC_TILE} --dataset screw:{MVTEC}/screw",
+            )
+        ),
+        machine(("station_loop.json", result["machine"])),
+        table(header, rows, "lrrrrrrrrr"),
+    )
+    return Section("The station loop: a simulated reviewer, round by round", ("station_loop.json",), body)
 
 
 # --------------------------------------------------------------------------------------------------- recognizer
@@ -876,6 +965,8 @@ SECTIONS: tuple[Callable[[], Section], ...] = (
     inspect_bottle_section,
     inspect_throughput_section,
     engine_speed_section,
+    engine_accuracy_section,
+    station_loop_section,
     fewshot_neu_section,
     fewshot_mt_section,
     detector_section,
@@ -916,6 +1007,8 @@ def summary_rows(links: dict[Callable[[], Section], str]) -> list[list[str]]:
     kshot = kshot_cells(load("kshot_normal.json")["rows"])
     screening, throughput = load("inspect_bottle.json"), load("inspect_throughput.json")
     engines = load("engine_speed.json")["pipeline"]
+    bottle = load("engine_accuracy.json")["datasets"]["bottle"]
+    loop = load("station_loop.json")["datasets"]
     low, high = screening["interval"]
     neu, tiles = load("fewshot_neu.json")["novel"], load("fewshot_mt.json")["accuracy"]
     small = load("fewshot_neu_small_200px.json")["small"]["recognizer/backbone"]["10/class"]
@@ -956,9 +1049,28 @@ def summary_rows(links: dict[Callable[[], Section], str]) -> list[list[str]]:
         ],
         [
             "`kdanomaly inspect` by engine, 256 px, images per second (same run)",
-            f"OpenVINO fp32 {engines['openvino/fp32']['images_per_second']:.2f}; PyTorch eager "
+            f"OpenVINO int8 {engines['openvino/int8']['images_per_second']:.2f}; OpenVINO fp32 "
+            f"{engines['openvino/fp32']['images_per_second']:.2f}; PyTorch eager "
             f"{engines['torch/fp32']['images_per_second']:.2f}",
             links[engine_speed_section],
+        ],
+        [
+            "int8 and bf16 against PyTorch fp32, MVTec AD bottle, image / pixel AUROC change",
+            f"int8 {signed(bottle['openvino/int8']['image_AUROC'] - bottle['torch/fp32']['image_AUROC'])} / "
+            f"{signed(bottle['openvino/int8']['pixel_AUROC'] - bottle['torch/fp32']['pixel_AUROC'])}; bf16 "
+            f"{signed(bottle['openvino/bf16']['image_AUROC'] - bottle['torch/fp32']['image_AUROC'])} / "
+            f"{signed(bottle['openvino/bf16']['pixel_AUROC'] - bottle['torch/fp32']['pixel_AUROC'])}",
+            links[engine_accuracy_section],
+        ],
+        [
+            "Station loop, simulated reviewer, round 0 → round "
+            f"{len(loop['magnetic_tile']['rounds']) - 1}: good images reviewed / defects reviewed at the calibrated "
+            "threshold; good images reviewed at 95 % defect recall",
+            "; ".join(
+                station_loop_change(name.replace("_", " "), cells["rounds"][0], cells["rounds"][-1])
+                for name, cells in loop.items()
+            ),
+            links[station_loop_section],
         ],
         [
             "Defect types unseen in training, NEU, 5 references per type, accuracy",
