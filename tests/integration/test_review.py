@@ -4,6 +4,7 @@ after a restart the page shows every decision and resumes at the first undecided
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -254,7 +255,9 @@ def test_review_in_chromium_saves_every_decision_and_resumes_after_a_restart(tmp
 def test_review_command_prints_the_address_serves_the_page_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     fake_review_run(tmp_path / "run", review=2)
     command = [sys.executable, "-m", "kdanomaly.cli", "review", str(tmp_path / "run"), "--port", "0"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C's default action in the child even when this test runs in a background job, which ignores SIGINT
+    restore = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=restore)
     try:
         assert process.stdout is not None
         printed = ""
