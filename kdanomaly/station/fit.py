@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from kdanomaly.inspection.calibration import calibrate, images_needed, store_calibration
+from kdanomaly.inspection.calibration import Calibration, calibrate, images_needed, store_calibration
 from kdanomaly.inspection.inputs import collect_inputs
 from kdanomaly.inspection.scoring import ImageFiles
 
@@ -149,13 +149,7 @@ def _train(training: list[str], work: Path, options: FitOptions) -> Path:
 
 def _first_version(out: Path, checkpoint: Path, split: dict, options: FitOptions) -> Station:
     """Calibrate the trained ``checkpoint`` on the held-out images, export it, and write version 1."""
-    from kdanomaly.inspection.run import InspectOptions, normal_scores
-
-    scoring = InspectOptions(batch_size=16, workers=options.workers, progress=options.progress, engine="torch")
-    scores, errors = normal_scores(checkpoint, [Path(p) for p in split["calibration"]], scoring)
-    if errors:
-        raise StationError(f"calibration images became unreadable since the split: {errors}")
-    calibration = calibrate(scores, options.false_review_rate)
+    calibration = held_out_calibration(checkpoint, split["calibration"], options.false_review_rate, options)
     print(calibration.describe())
     version_folder = out / "v1"
     version_folder.mkdir(exist_ok=True)
@@ -170,6 +164,18 @@ def _first_version(out: Path, checkpoint: Path, split: dict, options: FitOptions
     )  # fmt: skip
     station.save()
     return station
+
+
+def held_out_calibration(checkpoint: Path, images: list[str], rate: float, options: FitOptions) -> Calibration:
+    """The threshold of ``checkpoint`` (scored by PyTorch) for ``rate`` on the station's held-out good ``images``;
+    StationError if one of them can no longer be read."""
+    from kdanomaly.inspection.run import InspectOptions, normal_scores
+
+    scoring = InspectOptions(batch_size=16, workers=options.workers, progress=options.progress, engine="torch")
+    scores, errors = normal_scores(checkpoint, [Path(p) for p in images], scoring)
+    if errors:
+        raise StationError(f"held-out calibration images are no longer readable: {errors}")
+    return calibrate(scores, rate)
 
 
 def export_for_inspection(checkpoint: Path, folder: Path) -> Path:

@@ -20,12 +20,12 @@ import torch
 
 from kdanomaly.engines.graph import load_scoring_graph
 from kdanomaly.engines.runtime import TorchEngine
-from kdanomaly.inspection.calibration import calibrate, store_calibration
+from kdanomaly.inspection.calibration import store_calibration
 from kdanomaly.inspection.scoring import ImageFiles, LoadedImage
 from kdanomaly.review.decisions import read_decisions
 
 from .defect_types import CROP_SIZE, TeacherEmbedder
-from .fit import export_for_inspection
+from .fit import FitOptions, export_for_inspection, held_out_calibration
 from .record import Station, StationError, Version, relative
 
 
@@ -88,8 +88,8 @@ def learn(runs: Sequence[Path], root: Path, progress: bool = True) -> Version:
     shutil.rmtree(folder, ignore_errors=True)  # a learn killed before it listed this version
     folder.mkdir()
     checkpoint = _with_false_alarms(station.path(parent.checkpoint), feedback.false_alarms, station, folder)
-    scores = _scores(checkpoint, station.calibration_images, station.image_size)
-    calibration = calibrate(scores, station.false_review_rate)
+    scoring = FitOptions(workers=0, progress=False)
+    calibration = held_out_calibration(checkpoint, station.calibration_images, station.false_review_rate, scoring)
     store_calibration(checkpoint, calibration)
     types = _enrolled(station, parent, checkpoint, feedback.defects, folder)
     exported = parent.model != parent.checkpoint
@@ -158,12 +158,6 @@ def _torch_engine(checkpoint: Path) -> TorchEngine:
     """``checkpoint``'s scoring graph on PyTorch (batches of 16)."""
     graph, size = load_scoring_graph(checkpoint)
     return TorchEngine(graph, size, batch_size=16)
-
-
-def _scores(checkpoint: Path, images: list[str], image_size: int) -> np.ndarray:
-    """Raw scores of the station's calibration images under ``checkpoint``."""
-    engine, loaded = _torch_engine(checkpoint), _model_views(_loaded([Path(p) for p in images], image_size))
-    return np.concatenate([engine(loaded[start : start + 64])[0] for start in range(0, len(loaded), 64)])
 
 
 def _enrolled(
