@@ -40,6 +40,7 @@ from kdanomaly.weights import input_statistics
 from .anomaly_map import Fusion
 from .kshot_memory import KShotMemory
 from .loss import Distance, KDADLoss
+from .synthetic_anomalies import SyntheticAnomalies
 from .torch_model import KDADModel, MemoryKind
 
 DEFAULT_LAYERS = ("blocks.1", "blocks.2", "blocks.4")
@@ -57,6 +58,10 @@ class KDAnomaly(AnomalibModule):
         sspcab_kernel_size, sspcab_dilation, sspcab_weight: SSPCAB sub-kernel size, dilation d and the
             weight of its self-supervised reconstruction loss.
         distance: ``"cosine"`` or ``"l2"`` discrepancy between channel-normalised features.
+        denoising: train the student on images with synthetic (Perlin) anomalies, still matched to the teacher's
+            features of the clean image (DeSTSeg's denoising student), with chance ``anomaly_probability`` each.
+        segmentation: also train DeSTSeg's segmentation head on those anomalies (needs ``denoising``); its anomaly
+            probability becomes the distillation map.
         fusion: ``"mean"`` or ``"product"`` of the per-scale maps.
         sigma: Gaussian smoothing of the anomaly map (pixels).
         memory_weight, memory_layers, memory_kind, memory_window, memory_size, coreset_ratio: the memory of normal
@@ -81,6 +86,9 @@ class KDAnomaly(AnomalibModule):
         sspcab_dilation: int = 1,
         sspcab_weight: float = 0.1,
         distance: Distance = "cosine",
+        denoising: bool = False,
+        segmentation: bool = False,
+        anomaly_probability: float = 0.5,
         fusion: Fusion = "mean",
         sigma: float = 4.0,
         memory_weight: float = 0.7,
@@ -97,6 +105,10 @@ class KDAnomaly(AnomalibModule):
         visualizer: Visualizer | bool = True,
     ) -> None:
         validate_backbone(backbone)
+        if segmentation and not denoising:
+            raise ValueError(
+                "the segmentation head learns from the denoising student's synthetic anomalies: set denoising=True"
+            )
         if pre_processor is True:
             pre_processor = self.configure_pre_processor(backbone=backbone, layers=layers)
         super().__init__(
@@ -113,6 +125,7 @@ class KDAnomaly(AnomalibModule):
             sspcab_kernel_size=sspcab_kernel_size,
             sspcab_dilation=sspcab_dilation,
             distance=distance,
+            segmentation=segmentation,
             fusion=fusion,
             sigma=sigma,
             memory_weight=memory_weight,
@@ -126,6 +139,9 @@ class KDAnomaly(AnomalibModule):
         self._memory_stale = False
         # Set by training steps: the distillation statistics follow the student before the next evaluation.
         self._statistics_stale = False
+        self.synthetic_anomalies = (
+            SyntheticAnomalies(*input_statistics(backbone), probability=anomaly_probability) if denoising else None
+        )
         self.loss = KDADLoss(distance=distance, sspcab_weight=sspcab_weight if use_sspcab else 0.0)
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
@@ -147,18 +163,23 @@ class KDAnomaly(AnomalibModule):
         )
 
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
-        """Distil the teacher's features into the student on a batch of normal images."""
+        """Distil the teacher's features into the student on a batch of normal images (with synthetic anomalies
+        for the denoising student and the segmentation head)."""
         del args, kwargs
         self._statistics_stale = True
-        features = self.model(batch.image)
-        losses = self.loss(features.teacher, features.student, features.sspcab_pairs)
+        images = cast(torch.Tensor, batch.image)
+        anomalous, masks = self.synthetic_anomalies(images) if self.synthetic_anomalies else (None, None)
+        features = self.model.training_features(images, anomalous)
+        losses = self.loss(
+            features.teacher, features.student, features.sspcab_pairs, features.segmentation_logits, masks
+        )
         self.log_dict(
             {f"train_{name}": value.detach() for name, value in losses.items()},
             on_epoch=True,
             on_step=False,
             prog_bar=True,
             # Anomalib's FieldDescriptor.__get__ types every field Optional; a training batch has its images.
-            batch_size=cast(torch.Tensor, batch.image).shape[0],
+            batch_size=images.shape[0],
             sync_dist=True,
         )
         return {"loss": losses["loss"]}

@@ -1,4 +1,5 @@
-"""KDAnomaly's training loss: per-scale distillation plus the SSPCAB self-supervised term."""
+"""KDAnomaly's training loss: per-scale distillation, the SSPCAB self-supervised term and, with a segmentation
+head, its loss on the synthetic anomalies' masks."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Literal, cast
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .segmentation import segmentation_loss
 
 Distance = Literal["cosine", "l2"]
 
@@ -24,7 +27,8 @@ def feature_distance(teacher: torch.Tensor, student: torch.Tensor, distance: Dis
 
 
 class KDADLoss(nn.Module):
-    """``sum_layers mean(distance(teacher, student)) + sspcab_weight * mean_layers MSE(SSPCAB(s), s)``."""
+    """``sum_layers mean(distance(teacher, student)) + sspcab_weight * mean_layers MSE(SSPCAB(s), s)``
+    ``+ segmentation_loss(logits, masks)`` (focal + L1, when the model has a segmentation head)."""
 
     def __init__(self, distance: Distance = "cosine", sspcab_weight: float = 0.1) -> None:
         super().__init__()
@@ -38,8 +42,11 @@ class KDADLoss(nn.Module):
         teacher_features: dict[str, torch.Tensor],
         student_features: dict[str, torch.Tensor],
         sspcab_pairs: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+        segmentation_logits: torch.Tensor | None = None,
+        masks: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Return ``{"loss", "distillation", "sspcab"}``; ``sspcab_pairs`` maps layer -> (input, output)."""
+        """Return ``{"loss", "distillation", "sspcab", "segmentation"}``; ``sspcab_pairs`` maps layer ->
+        (input, output); ``masks (B, 1, H, W)`` are the synthetic anomalies' masks the logits must predict."""
         # A sum of tensors (``sum`` is typed ``Tensor | Literal[0]`` for an empty iterable).
         distillation = cast(
             torch.Tensor,
@@ -51,4 +58,10 @@ class KDADLoss(nn.Module):
         sspcab = torch.zeros((), device=distillation.device)
         if sspcab_pairs:
             sspcab = torch.stack([F.mse_loss(out, inp) for inp, out in sspcab_pairs.values()]).mean()
-        return {"loss": distillation + self.sspcab_weight * sspcab, "distillation": distillation, "sspcab": sspcab}
+        segmentation = torch.zeros((), device=distillation.device)
+        if segmentation_logits is not None:
+            if masks is None:
+                raise ValueError("segmentation logits need the synthetic anomalies' masks to learn from")
+            segmentation = segmentation_loss(segmentation_logits, masks)
+        loss = distillation + self.sspcab_weight * sspcab + segmentation
+        return {"loss": loss, "distillation": distillation, "sspcab": sspcab, "segmentation": segmentation}

@@ -1,5 +1,6 @@
-"""PyTorch model of KDAnomaly: frozen pretrained teacher, SimAM student, SSPCAB on the student's features,
-and a memory of normal teacher patches (positional, or a k-shot VectorStore) fused with the distillation map."""
+"""PyTorch model of KDAnomaly: frozen pretrained teacher, SimAM student, SSPCAB on the student's features, an
+optional segmentation head on their discrepancy (DeSTSeg), and a memory of normal teacher patches (positional, or
+a k-shot VectorStore) fused with the distillation map."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .anomaly_map import AnomalyMapGenerator, Fusion, MapStatistics
 from .kshot_memory import KShotMemory
 from .loss import Distance
 from .positional_memory import PositionalMemory, memory_features
+from .segmentation import SegmentationHead
 
 MemoryKind = Literal["positional", "prototype"]
 
@@ -29,6 +31,7 @@ class TrainingFeatures(NamedTuple):
     teacher: dict[str, torch.Tensor]
     student: dict[str, torch.Tensor]
     sspcab_pairs: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    segmentation_logits: torch.Tensor | None
 
 
 def _module_key(layer: str) -> str:
@@ -47,6 +50,8 @@ class KDADModel(nn.Module):
         sspcab_kernel_size, sspcab_dilation: size of the SSPCAB's corner sub-kernels and their distance
             from the masked centre.
         distance: ``"cosine"`` or ``"l2"`` (between channel-normalised features), for loss and map alike.
+        segmentation: add DeSTSeg's segmentation head; its anomaly probability, not the feature distance, is then
+            the distillation map. It learns from synthetic anomalies (see ``training_features``).
         fusion: how per-scale maps are combined, ``"mean"`` or ``"product"``.
         sigma: Gaussian smoothing of the fused map, in pixels.
         memory_weight: weight of the normal-memory map in the final map (0 = distillation only). Both maps are
@@ -69,6 +74,7 @@ class KDADModel(nn.Module):
         sspcab_kernel_size: int = 1,
         sspcab_dilation: int = 1,
         distance: Distance = "cosine",
+        segmentation: bool = False,
         fusion: Fusion = "mean",
         sigma: float = 4.0,
         memory_weight: float = 0.7,
@@ -101,6 +107,7 @@ class KDADModel(nn.Module):
             if use_sspcab
             else None
         )
+        self.segmentation_head = SegmentationHead(self.teacher.channels) if segmentation else None
         self.anomaly_map_generator = AnomalyMapGenerator(distance=distance, fusion=fusion, sigma=sigma)
         self.max_stride = max(self.teacher.strides)
         self.memory_weight = memory_weight
@@ -134,22 +141,51 @@ class KDADModel(nn.Module):
         pairs = {layer: (value, self.sspcab[_module_key(layer)](value)) for layer, value in features.items()}
         return {layer: output for layer, (_, output) in pairs.items()}, pairs
 
+    def training_features(self, images: torch.Tensor, anomalous: torch.Tensor | None = None) -> TrainingFeatures:
+        """What the loss needs. With ``anomalous`` (``images`` with synthetic anomalies) the student sees those and
+        is still matched to the teacher's features of the clean ``images`` (DeSTSeg's denoising student); the
+        segmentation head sees teacher and student on the same anomalous input, detached from both."""
+        self.check_input(images)
+        if anomalous is not None and anomalous.shape != images.shape:
+            raise ValueError(f"anomalous images {tuple(anomalous.shape)} differ in shape from {tuple(images.shape)}")
+        with torch.no_grad():
+            target = self.teacher(images)
+            seen = target if anomalous is None else self.teacher(anomalous)
+        student, pairs = self.student_features(images if anomalous is None else anomalous)
+        logits = None
+        if self.segmentation_head is not None:
+            logits = self.segmentation_head(seen, {layer: value.detach() for layer, value in student.items()})
+        return TrainingFeatures(target, student, pairs, logits)
+
     def forward(self, images: torch.Tensor) -> TrainingFeatures | InferenceBatch:
         """Training: teacher/student features. Eval: anomaly map ``(B, 1, H, W)`` and image score (its max)."""
+        if self.training:
+            return self.training_features(images)
         self.check_input(images)
         with torch.no_grad():
             teacher = self.teacher(images)
-        student, pairs = self.student_features(images)
-        if self.training:
-            return TrainingFeatures(teacher, student, pairs)
+        student, _ = self.student_features(images)
+        distillation_map = self.distillation_map(teacher, student, images.shape[-2:])
         if self.memory_weight == 0:
-            anomaly_map = self.anomaly_map_generator(teacher, student, images.shape[-2:])
+            anomaly_map = self.anomaly_map_generator.blur(distillation_map)
         else:  # fuse the raw maps, smooth once (the Gaussian is linear)
-            distillation_map = self.anomaly_map_generator(teacher, student, images.shape[-2:], smooth=False)
             memory_map = self.memory_map(memory_features(teacher, self.memory_layers), images.shape[-2:])
             fused = self.map_statistics.fuse(distillation_map, memory_map, self.memory_weight)
             anomaly_map = self.anomaly_map_generator.blur(fused)
         return InferenceBatch(pred_score=torch.amax(anomaly_map, dim=(-2, -1)), anomaly_map=anomaly_map)
+
+    def distillation_map(
+        self,
+        teacher: dict[str, torch.Tensor],
+        student: dict[str, torch.Tensor],
+        image_size: tuple[int, int] | torch.Size,
+    ) -> torch.Tensor:
+        """The student-teacher map ``(B, 1, H, W)``, not smoothed: the segmentation head's anomaly probability
+        when there is one, else the feature distance fused over scales."""
+        if self.segmentation_head is None:
+            return self.anomaly_map_generator(teacher, student, image_size, smooth=False)
+        probability = torch.sigmoid(self.segmentation_head(teacher, student))
+        return F.interpolate(probability, size=image_size, mode="bilinear", align_corners=False)
 
     def memory_map(self, features: torch.Tensor, image_size: tuple[int, int] | torch.Size) -> torch.Tensor:
         """Memory distance map at ``image_size`` (not smoothed) for memory features ``(B, C, h, w)``."""
@@ -173,7 +209,7 @@ class KDADModel(nn.Module):
             student, _ = self.student_features(images)
             if teacher_bank:
                 stored.append(memory_features(teacher, self.memory_layers))
-            distillation_maps.append(self.anomaly_map_generator(teacher, student, images.shape[-2:], smooth=False))
+            distillation_maps.append(self.distillation_map(teacher, student, images.shape[-2:]))
         self.train(was_training)
         if not teacher_bank:
             if self.memory.is_empty:
