@@ -38,7 +38,6 @@ from kdanomaly.engines.graph import load_scoring_graph
 from kdanomaly.engines.runtime import TorchEngine
 from kdanomaly.inspection.run import InspectOptions, inspect
 from kdanomaly.inspection.scoring import ImageFiles
-from kdanomaly.memory import k_center_greedy
 
 PEAK_FACTOR = {"fp32": 1, "bf16": 2, "int8": 4}  # per-cycle throughput relative to fp32 FMA (AVX512_BF16, VNNI)
 REVIEWED = 0.1
@@ -62,41 +61,21 @@ def flops_per_image(checkpoint: Path) -> float:
     return float(counter.get_total_flops())
 
 
-class _KCenterSampler:
-    """Anomalib's ``KCenterGreedy`` interface on :func:`kdanomaly.memory.k_center_greedy` (the same greedy
-    algorithm, minutes faster here), so Patchcore keeps its published 10 % coreset."""
-
-    def __init__(self, embedding: torch.Tensor, sampling_ratio: float) -> None:
-        self.embedding, self.size = embedding, max(1, int(len(embedding) * sampling_ratio))
-
-    def sample_coreset(self) -> torch.Tensor:
-        return self.embedding[k_center_greedy(self.embedding, self.size)]
-
-
 def anomalib_openvino(name: str, normals: Path, image_size: tuple[int, int], scratch: Path) -> Any:
     """Anomalib's ``name`` (Patchcore or Padim, tf_efficientnet_lite0) fitted on ``normals``, exported by Anomalib
     to OpenVINO fp32 (Anomalib's export fixes the batch it traced with)."""
     import openvino
     from anomalib.data import Folder
     from anomalib.engine import Engine
-    from anomalib.models import Patchcore
-    from anomalib.models.image.patchcore import torch_model as patchcore_torch_model
 
-    from kdanomaly.benchmark.contenders import BACKBONE, MEMORY_LAYERS, MODELS, PROFILES, common_components
+    from kdanomaly.benchmark.contenders import MODELS, PROFILES
 
-    model = {
-        "Patchcore": lambda: Patchcore(backbone=BACKBONE, layers=MEMORY_LAYERS, **common_components()),  # 10 %
-        "Padim": lambda: MODELS["Padim"](PROFILES["cpu"]),  # the leaderboard's Padim
-    }[name]()
+    model = MODELS[name](PROFILES["cpu"])  # the leaderboard's Patchcore (10 % coreset) and Padim
     data = Folder(
         name="normals", root=normals, normal_dir=".", train_batch_size=8, num_workers=0, test_split_mode="synthetic"
     )
     engine = Engine(accelerator="cpu", devices=1, max_epochs=1, logger=False, default_root_dir=scratch)
-    anomalib_sampler, patchcore_torch_model.KCenterGreedy = patchcore_torch_model.KCenterGreedy, _KCenterSampler
-    try:
-        engine.fit(model, datamodule=data)
-    finally:
-        patchcore_torch_model.KCenterGreedy = anomalib_sampler
+    engine.fit(model, datamodule=data)
     exported = openvino.Core().read_model(str(model.to_openvino(scratch / name, input_size=image_size)))
     return openvino.Core().compile_model(exported, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 

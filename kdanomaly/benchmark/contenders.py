@@ -14,11 +14,12 @@ from typing import TypedDict
 
 from anomalib.data import AnomalibDataModule, Folder, MVTecAD
 from anomalib.metrics import AUPRO, AUROC, Evaluator, F1Score
-from anomalib.models import Padim, Patchcore, Stfpm
+from anomalib.models import Padim, Stfpm
 from anomalib.models.components import AnomalibModule
 from anomalib.pre_processing import PreProcessor
 
 from kdanomaly import KDAnomaly
+from kdanomaly.benchmark.patchcore import KCenterPatchcore
 from kdanomaly.data.magnetic_tile import MagneticTile
 
 BACKBONE = "tf_efficientnet_lite0"
@@ -92,7 +93,7 @@ class Profile:
 
 
 PROFILES = {
-    "cpu": Profile("cpu", trainable_steps=100, trainable_epochs=-1, coreset_sampling_ratio=0.002),
+    "cpu": Profile("cpu", trainable_steps=100, trainable_epochs=-1, coreset_sampling_ratio=0.1),
     "full": Profile("full", trainable_steps=None, trainable_epochs=100, coreset_sampling_ratio=0.1),
     "smoke": Profile("smoke", trainable_steps=2, trainable_epochs=-1, coreset_sampling_ratio=0.1),
 }
@@ -115,7 +116,7 @@ MODELS: dict[str, Callable[[Profile], AnomalibModule]] = {
     "KDAnomaly+SimAM": _kdanomaly(simam=True, sspcab=False, memory_weight=0.0),
     "KDAnomaly+SSPCAB": _kdanomaly(simam=False, sspcab=True, memory_weight=0.0),
     "Stfpm": lambda _: Stfpm(backbone=BACKBONE, layers=DISTILLED_LAYERS, **common_components()),
-    "Patchcore": lambda profile: Patchcore(
+    "Patchcore": lambda profile: KCenterPatchcore(
         backbone=BACKBONE,
         layers=MEMORY_LAYERS,
         coreset_sampling_ratio=profile.coreset_sampling_ratio,
@@ -145,6 +146,9 @@ class _LoaderArguments(TypedDict):
 @dataclass(frozen=True)
 class DatasetSpec:
     """``mvtec:ROOT:CATEGORY``, ``magnetic_tile:ROOT`` or ``folder:ROOT`` (good/ and defect/ [masks/]).
+
+    A folder with a ``train/`` subfolder (a validation set of :mod:`kdanomaly.data.validation_split`) trains on
+    ``train/`` and tests on all of ``good/`` and ``defect/``; otherwise Anomalib's ``Folder`` splits ``good/``.
 
     ``mvtec:ROOT:all`` stands for the 15 MVTec AD categories (see :func:`expand_datasets`).
     """
@@ -180,15 +184,24 @@ class DatasetSpec:
         if self.kind == "magnetic_tile":
             return MagneticTile(root=self.root, split_seed=seed, seed=seed, **loader)
         masks = self.root / "masks"
+        validation_set = (self.root / "train").is_dir()
         return Folder(
             name=self.name,
             root=self.root,
-            normal_dir="good",
+            normal_dir="train" if validation_set else "good",
+            normal_test_dir="good" if validation_set else None,
             abnormal_dir="defect",
             mask_dir="masks" if masks.is_dir() else None,
+            val_split_mode="same_as_test" if validation_set else "from_test",
             seed=seed,
             **loader,
         )
+
+    def training_images(self, seed: int) -> list[Path]:
+        """Paths of the images the datamodule of ``seed`` trains on (the seed matters for the magnetic tiles)."""
+        datamodule = self.datamodule(seed)
+        datamodule.setup()
+        return [Path(path) for path in datamodule.train_data.samples.image_path]
 
 
 def expand_datasets(specs: list[DatasetSpec]) -> list[DatasetSpec]:

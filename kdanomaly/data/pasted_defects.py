@@ -35,3 +35,51 @@ def paste_defects(images: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.nda
         defective[target] = np.clip(source * gain, 0, 1)
         masks[index, target_y : target_y + patch_h, target_x : target_x + patch_w] = True
     return defective, masks
+
+
+BLEND_AREA = (0.002, 0.02)  # ellipse area as a fraction of the image: the size of small real defects
+BLEND_OPACITY = (0.3, 0.8)  # opacity at the ellipse's centre
+FEATHER = 0.3  # outer fraction of the ellipse's radius over which the opacity fades to zero
+
+
+def blend_defects(
+    images: np.ndarray, seed: int = 0, opacity: tuple[float, float] = BLEND_OPACITY
+) -> tuple[np.ndarray, np.ndarray]:
+    """Subtler defects than :func:`paste_defects`: a rotated ellipse of another image's content (shifted,
+    brightness scaled by 0.85-1.15, the same factor for every channel so grey images stay grey) blended in with
+    partial opacity that fades at the border, so there is no sharp edge to find. The centre is drawn with
+    probability growing with the pixel's distance from the image's median grey, so defects fall mostly on the
+    object, not on a plain background. Returns the images and masks ``(N, H, W)`` (bool: where the opacity is at
+    least half its centre value). Same input contract as :func:`paste_defects`; the same ``seed`` gives the same
+    defects."""
+    if images.ndim != 4 or images.shape[1] != 3 or len(images) == 0:
+        raise ValueError(f"expected images of shape (N, 3, H, W) with N >= 1, got {images.shape}")
+    rng = np.random.default_rng(seed)
+    height, width = images.shape[-2:]
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float64)
+    defective = images.copy()
+    masks = np.zeros((len(images), height, width), dtype=bool)
+    for index in range(len(images)):
+        area = rng.uniform(*BLEND_AREA) * height * width
+        aspect = np.exp(rng.uniform(*np.log(ASPECT)))
+        semi_a, semi_b = np.sqrt(area * aspect / np.pi), np.sqrt(area / aspect / np.pi)
+        grey = images[index].mean(axis=0).astype(np.float64)
+        weights = np.abs(grey - np.median(grey)).ravel() + 1e-3
+        centre = int(rng.choice(height * width, p=weights / weights.sum()))
+        centre_y, centre_x = divmod(centre, width)
+        angle = rng.uniform(0, np.pi)
+        along = (rows - centre_y) * np.cos(angle) + (cols - centre_x) * np.sin(angle)
+        across = -(rows - centre_y) * np.sin(angle) + (cols - centre_x) * np.cos(angle)
+        radius = np.sqrt((along / semi_a) ** 2 + (across / semi_b) ** 2)
+        centre_opacity = rng.uniform(*opacity)
+        alpha = centre_opacity * np.clip((1 - radius) / FEATHER, 0, 1)
+        shift = (
+            int(rng.integers(height // 4, height - height // 4)),
+            int(rng.integers(width // 4, width - width // 4)),
+        )
+        source = np.roll(images[(index + 1) % len(images)], shift, axis=(1, 2))
+        gain = rng.uniform(0.85, 1.15)
+        blended = (1 - alpha) * images[index] + alpha * np.clip(source * gain, 0, 1)
+        defective[index] = blended.astype(images.dtype)
+        masks[index] = alpha >= centre_opacity / 2
+    return defective, masks

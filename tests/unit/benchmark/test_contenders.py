@@ -26,7 +26,7 @@ def test_profiles_give_every_trainable_model_the_same_budget_and_validate_once()
         for model in MODELS:
             assert profile.trainer_arguments(model)["check_val_every_n_epoch"] >= 1_000_000
         assert profile.trainer_arguments("Padim")["max_epochs"] == 1
-    assert PROFILES["cpu"].trainer_arguments("Stfpm")["max_steps"] == 100
+    assert PROFILES["cpu"].coreset_sampling_ratio == 0.1, "Patchcore gets its published coreset"
     assert PROFILES["full"].trainer_arguments("Stfpm")["max_epochs"] == 100
     assert PROFILES["full"].coreset_sampling_ratio == 0.1
 
@@ -36,3 +36,20 @@ def test_all_mvtec_categories_expand_and_other_specs_pass_through() -> None:
     assert len(specs) == 16
     assert [spec.category for spec in specs[:3]] == ["bottle", "cable", "capsule"]
     assert specs[-1].name == "magnetic_tile"
+
+
+def test_patchcore_keeps_the_k_center_greedy_coreset_of_its_stored_patches() -> None:
+    import torch
+
+    from kdanomaly.benchmark.patchcore import KCenterPatchcore
+    from kdanomaly.memory import k_center_greedy
+
+    model = KCenterPatchcore(backbone="tf_efficientnet_lite0", layers=["blocks.2"], coreset_sampling_ratio=0.1)
+    patches = [torch.randn(300, 40), torch.randn(200, 40)]
+    model.model.embedding_store.extend(patches)
+    model.fit()
+    bank = torch.vstack(patches)
+    torch.testing.assert_close(model.model.memory_bank, bank[k_center_greedy(bank, 50)])
+    assert not model.model.embedding_store
+    with pytest.raises(ValueError, match="no patch embeddings"):
+        model.fit()
