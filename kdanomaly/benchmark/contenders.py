@@ -21,6 +21,7 @@ from anomalib.pre_processing import PreProcessor
 from kdanomaly import KDAnomaly
 from kdanomaly.benchmark.patchcore import KCenterPatchcore
 from kdanomaly.data.magnetic_tile import MagneticTile
+from kdanomaly.models.kdad.lightning_model import DEFAULT_MEMORY_WEIGHT
 
 BACKBONE = "tf_efficientnet_lite0"
 DISTILLED_LAYERS = ["blocks.1", "blocks.2", "blocks.4"]
@@ -92,29 +93,32 @@ class Profile:
         return {"max_epochs": self.trainable_epochs, **NO_VALIDATION_DURING_FIT}
 
 
+STEPS_CURVE = (100, 300, 1000, 3000)  # budgets of the training-steps curve (profiles ``steps100`` ...)
 PROFILES = {
     "cpu": Profile("cpu", trainable_steps=100, trainable_epochs=-1, coreset_sampling_ratio=0.1),
+    **{
+        f"steps{n}": Profile(f"steps{n}", trainable_steps=n, trainable_epochs=-1, coreset_sampling_ratio=0.1)
+        for n in STEPS_CURVE
+    },
     "full": Profile("full", trainable_steps=None, trainable_epochs=100, coreset_sampling_ratio=0.1),
     "smoke": Profile("smoke", trainable_steps=2, trainable_epochs=-1, coreset_sampling_ratio=0.1),
 }
 
 
-def _kdanomaly(simam: bool, sspcab: bool, memory_weight: float) -> Callable[[Profile], AnomalibModule]:
+def _kdanomaly(simam: bool, sspcab: bool, memory: bool) -> Callable[[Profile], AnomalibModule]:
+    """KDAnomaly with its defaults but the ablation switches (``memory=False``: distillation only)."""
+    memory_weight = DEFAULT_MEMORY_WEIGHT if memory else 0.0
     return lambda _: KDAnomaly(
-        BACKBONE,
-        DISTILLED_LAYERS,
-        use_simam=simam,
-        use_sspcab=sspcab,
-        memory_weight=memory_weight,
+        BACKBONE, DISTILLED_LAYERS, use_simam=simam, use_sspcab=sspcab, memory_weight=memory_weight,
         **common_components(),
-    )
+    )  # fmt: skip
 
 
 MODELS: dict[str, Callable[[Profile], AnomalibModule]] = {
-    "KDAnomaly": _kdanomaly(simam=True, sspcab=True, memory_weight=0.7),
-    "KDAnomaly-plain": _kdanomaly(simam=False, sspcab=False, memory_weight=0.0),
-    "KDAnomaly+SimAM": _kdanomaly(simam=True, sspcab=False, memory_weight=0.0),
-    "KDAnomaly+SSPCAB": _kdanomaly(simam=False, sspcab=True, memory_weight=0.0),
+    "KDAnomaly": _kdanomaly(simam=True, sspcab=True, memory=True),
+    "KDAnomaly-plain": _kdanomaly(simam=False, sspcab=False, memory=False),
+    "KDAnomaly+SimAM": _kdanomaly(simam=True, sspcab=False, memory=False),
+    "KDAnomaly+SSPCAB": _kdanomaly(simam=False, sspcab=True, memory=False),
     "Stfpm": lambda _: Stfpm(backbone=BACKBONE, layers=DISTILLED_LAYERS, **common_components()),
     "Patchcore": lambda profile: KCenterPatchcore(
         backbone=BACKBONE,

@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from .loss import Distance, feature_distance
 
 Fusion = Literal["mean", "product"]
+Standardisation = Literal["pixels", "image_max"]
 
 
 def reflect_blur_matrix(weights: torch.Tensor, size: int) -> torch.Tensor:
@@ -99,21 +100,31 @@ class AnomalyMapGenerator(nn.Module):
 
 
 class MapStatistics(nn.Module):
-    """Mean and standard deviation of the distillation and memory maps on normal images; fuses the two maps."""
+    """Mean and standard deviation of the distillation and memory maps on normal images; fuses the two maps.
 
-    def __init__(self) -> None:
+    ``standardise="pixels"``: the statistics of all pixels of the normal maps. ``"image_max"``: those of each
+    normal map's maximum (the image score's scale), so a map whose normal pixels are nearly constant but whose
+    maxima vary (a segmentation head's probabilities) is not blown up by a tiny pixel standard deviation.
+    """
+
+    def __init__(self, standardise: Standardisation = "pixels") -> None:
         super().__init__()
+        if standardise not in ("pixels", "image_max"):
+            raise ValueError(f"unknown standardisation {standardise!r}; use 'pixels' or 'image_max'")
+        self.standardise: Standardisation = standardise
         self.register_buffer("values", torch.tensor([0.0, 1.0, 0.0, 1.0]))
         self.values: torch.Tensor
 
-    def fit(self, distillation_maps: torch.Tensor, memory_maps: torch.Tensor | None = None) -> None:
-        """Record the maps' pixel mean and standard deviation (floored to stay positive).
+    def _moments(self, maps: torch.Tensor) -> list[torch.Tensor]:
+        """Mean and standard deviation (floored to stay positive) of ``maps (N, 1, H, W)`` as standardised."""
+        values = maps if self.standardise == "pixels" else maps.amax(dim=(-2, -1))
+        return [values.mean(), values.std().clamp_min(1e-6)]
 
-        Without ``memory_maps`` only the distillation statistics change (the memory's follow the frozen teacher).
-        """
-        distillation = [distillation_maps.mean(), distillation_maps.std().clamp_min(1e-6)]
-        memory = [memory_maps.mean(), memory_maps.std().clamp_min(1e-6)] if memory_maps is not None else self.values[2:]
-        self.values = torch.stack([*distillation, *memory])
+    def fit(self, distillation_maps: torch.Tensor, memory_maps: torch.Tensor | None = None) -> None:
+        """Record the maps' statistics. Without ``memory_maps`` only the distillation statistics change (the
+        memory's follow the frozen teacher)."""
+        memory = self._moments(memory_maps) if memory_maps is not None else list(self.values[2:])
+        self.values = torch.stack([*self._moments(distillation_maps), *memory])
 
     def fuse(self, distillation_map: torch.Tensor, memory_map: torch.Tensor, memory_weight: float) -> torch.Tensor:
         """``(1 - w) * z(distillation) + w * z(memory)``, each map standardised by its normal-image statistics."""

@@ -37,7 +37,7 @@ from kdanomaly.models.components.backbone import (
 from kdanomaly.models.components.distributed import UnrepeatedEvaluation, match_rank_zero
 from kdanomaly.weights import input_statistics
 
-from .anomaly_map import Fusion
+from .anomaly_map import Fusion, Standardisation
 from .kshot_memory import KShotMemory
 from .loss import Distance, KDADLoss
 from .synthetic_anomalies import SyntheticAnomalies
@@ -45,6 +45,7 @@ from .torch_model import KDADModel, MemoryKind
 
 DEFAULT_LAYERS = ("blocks.1", "blocks.2", "blocks.4")
 DEFAULT_IMAGE_SIZE = (256, 256)
+DEFAULT_MEMORY_WEIGHT = 0.7
 
 
 class KDAnomaly(AnomalibModule):
@@ -60,6 +61,7 @@ class KDAnomaly(AnomalibModule):
         distance: ``"cosine"`` or ``"l2"`` discrepancy between channel-normalised features.
         denoising: train the student on images with synthetic (Perlin) anomalies, still matched to the teacher's
             features of the clean image (DeSTSeg's denoising student), with chance ``anomaly_probability`` each.
+        student_pretrained: start the student from the teacher's ImageNet weights (see KDADModel).
         segmentation: also train DeSTSeg's segmentation head on those anomalies (needs ``denoising``); its anomaly
             probability becomes the distillation map.
         fusion: ``"mean"`` or ``"product"`` of the per-scale maps.
@@ -69,6 +71,8 @@ class KDAnomaly(AnomalibModule):
             distillation map (``memory_weight=0`` turns it off: pure distillation). ``memory_kind="positional"``
             (default) compares each patch with normal patches at the same place; ``"prototype"`` is the k-shot mode
             (from a single normal image): a coreset of all normal patches in a VectorStore (see KDADModel).
+        fusion_statistics: ``"pixels"`` or ``"image_max"``: the normal-image statistics that put the two maps on one
+            scale before fusion (see ``MapStatistics``).
         learning_rate, weight_decay: Adam settings of the student (and SSPCAB).
         pre_processor, post_processor, evaluator, visualizer: Anomalib components; ``True`` builds the
             defaults (the pre-processor normalises with the backbone's own mean/std).
@@ -87,11 +91,13 @@ class KDAnomaly(AnomalibModule):
         sspcab_weight: float = 0.1,
         distance: Distance = "cosine",
         denoising: bool = False,
+        student_pretrained: bool = False,
         segmentation: bool = False,
         anomaly_probability: float = 0.5,
         fusion: Fusion = "mean",
         sigma: float = 4.0,
-        memory_weight: float = 0.7,
+        memory_weight: float = DEFAULT_MEMORY_WEIGHT,
+        fusion_statistics: Standardisation = "pixels",
         memory_layers: Sequence[str] | None = None,
         memory_kind: MemoryKind = "positional",
         memory_window: int = 1,
@@ -120,6 +126,7 @@ class KDAnomaly(AnomalibModule):
         self.model = KDADModel(
             backbone=backbone,
             layers=layers,
+            student_pretrained=student_pretrained,
             use_simam=use_simam,
             use_sspcab=use_sspcab,
             sspcab_kernel_size=sspcab_kernel_size,
@@ -129,6 +136,7 @@ class KDAnomaly(AnomalibModule):
             fusion=fusion,
             sigma=sigma,
             memory_weight=memory_weight,
+            fusion_statistics=fusion_statistics,
             memory_layers=memory_layers,
             memory_kind=memory_kind,
             memory_window=memory_window,

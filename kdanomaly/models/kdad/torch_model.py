@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from kdanomaly.models.components import TimmFeatures, insert_simam, validate_image_size
 from kdanomaly.models.components.backbone import resolve_layers
 
-from .anomaly_map import AnomalyMapGenerator, Fusion, MapStatistics
+from .anomaly_map import AnomalyMapGenerator, Fusion, MapStatistics, Standardisation
 from .kshot_memory import KShotMemory
 from .loss import Distance
 from .positional_memory import PositionalMemory, memory_features
@@ -45,6 +45,8 @@ class KDADModel(nn.Module):
     Args:
         backbone: timm model name shared by teacher (pretrained, frozen) and student (from scratch).
         layers: feature stages to distil, e.g. ``("blocks.1", "blocks.2", "blocks.4")``.
+        student_pretrained: start the student from the teacher's ImageNet weights instead of random ones (for the
+            denoising student, which then only has to learn to undo anomalies).
         use_simam: put a SimAM after every block of the student's stages.
         use_sspcab: pass each student feature map through an SSPCAB block before matching the teacher.
         sspcab_kernel_size, sspcab_dilation: size of the SSPCAB's corner sub-kernels and their distance
@@ -56,6 +58,8 @@ class KDADModel(nn.Module):
         sigma: Gaussian smoothing of the fused map, in pixels.
         memory_weight: weight of the normal-memory map in the final map (0 = distillation only). Both maps are
             standardised by their mean and standard deviation on the training images first.
+        fusion_statistics: which statistics standardise them: ``"pixels"`` (every pixel) or ``"image_max"`` (each
+            normal map's maximum); see :class:`MapStatistics`.
         memory_layers: teacher stages whose (3x3-aggregated) features the memory stores, a subset of ``layers``;
             default: all distilled stages but the shallowest (``blocks.2``, ``blocks.4`` for the default layers).
         memory_kind: ``"positional"`` (each patch against normal patches at the same place; needs 2+ images) or
@@ -69,6 +73,7 @@ class KDADModel(nn.Module):
         self,
         backbone: str,
         layers: Sequence[str],
+        student_pretrained: bool = False,
         use_simam: bool = True,
         use_sspcab: bool = True,
         sspcab_kernel_size: int = 1,
@@ -78,6 +83,7 @@ class KDADModel(nn.Module):
         fusion: Fusion = "mean",
         sigma: float = 4.0,
         memory_weight: float = 0.7,
+        fusion_statistics: Standardisation = "pixels",
         memory_layers: Sequence[str] | None = None,
         memory_kind: MemoryKind = "positional",
         memory_window: int = 1,
@@ -94,7 +100,7 @@ class KDADModel(nn.Module):
             raise ValueError(f"memory_layers {list(memory_layers)} must be a non-empty subset of layers {list(layers)}")
         self.teacher = TimmFeatures(backbone, layers, pretrained=True).eval()
         self.teacher.requires_grad_(False)
-        self.student = TimmFeatures(backbone, layers, pretrained=False)
+        self.student = TimmFeatures(backbone, layers, pretrained=student_pretrained)
         if use_simam:
             insert_simam(self.student.model)
         self.sspcab = (
@@ -117,7 +123,7 @@ class KDADModel(nn.Module):
         self.memory = (
             PositionalMemory(memory_window, memory_size) if memory_kind == "positional" else KShotMemory(coreset_ratio)
         )
-        self.map_statistics = MapStatistics()
+        self.map_statistics = MapStatistics(fusion_statistics)
 
     def train(self, mode: bool = True) -> KDADModel:
         """Switch the student to ``mode``; the teacher always stays in eval mode (frozen BatchNorm)."""

@@ -135,6 +135,24 @@ def test_fusion_standardises_both_maps_by_their_normal_statistics() -> None:
     torch.testing.assert_close(fused, expected)
 
 
+def test_image_max_statistics_scale_a_spiky_map_by_its_maxima_not_its_pixels() -> None:
+    # A segmentation-like map: zero almost everywhere, one spike per image of varying height.
+    spiky = torch.zeros(4, 1, 8, 8)
+    spiky[:, 0, 3, 3] = torch.tensor([0.2, 0.4, 0.6, 0.8])
+    memory = torch.rand(4, 1, 8, 8)
+    statistics = MapStatistics("image_max")
+    statistics.fit(spiky, memory)
+    maxima = torch.tensor([0.2, 0.4, 0.6, 0.8])
+    memory_maxima = memory.amax(dim=(-2, -1))
+    expected = torch.stack([maxima.mean(), maxima.std(), memory_maxima.mean(), memory_maxima.std()])
+    torch.testing.assert_close(statistics.values, expected)
+    by_pixels = MapStatistics("pixels")
+    by_pixels.fit(spiky, memory)
+    assert by_pixels.values[1] < statistics.values[1] / 2  # the pixel spread understates the maxima's
+    with pytest.raises(ValueError, match="standardisation"):
+        MapStatistics("max")  # type: ignore[arg-type]
+
+
 def test_model_builds_its_memory_and_the_weight_switches_it() -> None:
     torch.manual_seed(0)
     model = KDADModel("tf_efficientnet_lite0", ["blocks.1", "blocks.2", "blocks.4"], memory_weight=0.7).eval()
