@@ -1,7 +1,8 @@
-"""Inference time of trained KDAnomaly and Stfpm side by side: same process, same images, alternating passes.
+"""Inference time of trained KDAnomaly and its peers side by side: same process, same images, alternating passes.
 
-The leaderboard times each model in its own process at a different moment; this script compares the two
-checkpoints the ``cpu`` leaderboard run kept (``<its out>/checkpoints/cpu``) under identical conditions.
+The leaderboard times each model in its own process at a different moment; this script compares the checkpoints
+the ``cpu`` leaderboard run kept (``<its out>/checkpoints/cpu``) under identical conditions: KDAnomaly against
+each of ``--peers`` (default Stfpm, the other student-teacher, and Patchcore at its 10 % coreset).
 
     python -m benchmarks.speed_ratio --dataset magnetic_tile:../shared/datasets/magnetic_tile \
         --out benchmarks/results/leaderboard_cpu/speed_ratio.json
@@ -17,30 +18,48 @@ from statistics import median
 
 import torch
 from anomalib.models import Stfpm
+from anomalib.models.components import AnomalibModule
 
 from kdanomaly import KDAnomaly
-from kdanomaly.benchmark.contenders import BACKBONE, DISTILLED_LAYERS, IMAGE_SIZE, DatasetSpec, common_components
+from kdanomaly.benchmark.contenders import (
+    BACKBONE,
+    DISTILLED_LAYERS,
+    IMAGE_SIZE,
+    MEMORY_LAYERS,
+    PROFILES,
+    DatasetSpec,
+    common_components,
+)
+from kdanomaly.benchmark.patchcore import KCenterPatchcore
 from kdanomaly.benchmark.timing import inference_ms_per_image, timing_images
+
+
+def load(name: str, checkpoint: Path, profile: str) -> AnomalibModule:
+    """A kept leaderboard checkpoint with the components and arguments its cell built it with."""
+    if name == "KDAnomaly":
+        return KDAnomaly.load_from_checkpoint(checkpoint, **common_components())
+    if name == "Stfpm":
+        return Stfpm.load_from_checkpoint(checkpoint, backbone=BACKBONE, layers=DISTILLED_LAYERS, **common_components())
+    if name == "Patchcore":
+        ratio = PROFILES[profile].coreset_sampling_ratio
+        return KCenterPatchcore.load_from_checkpoint(
+            checkpoint, backbone=BACKBONE, layers=MEMORY_LAYERS, coreset_sampling_ratio=ratio, **common_components()
+        )
+    raise ValueError(f"no side-by-side timing for {name!r}; use Stfpm or Patchcore")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", type=DatasetSpec.parse, required=True)
     parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--peers", nargs="+", default=["Stfpm", "Patchcore"])
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; the median is reported")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     folder = args.out.parent / "checkpoints" / args.profile
     models = {
-        "KDAnomaly": KDAnomaly.load_from_checkpoint(
-            folder / f"KDAnomaly_{args.dataset.name}.ckpt", **common_components()
-        ),
-        "Stfpm": Stfpm.load_from_checkpoint(
-            folder / f"Stfpm_{args.dataset.name}.ckpt",
-            backbone=BACKBONE,
-            layers=DISTILLED_LAYERS,
-            **common_components(),
-        ),
+        name: load(name, folder / f"{name}_{args.dataset.name}.ckpt", args.profile)
+        for name in ["KDAnomaly", *args.peers]
     }
     datamodule = args.dataset.datamodule(seed=0)
     datamodule.setup()
@@ -55,9 +74,10 @@ def main(argv: list[str] | None = None) -> None:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         **{f"{name}_ms_batch{b}": round(median(t), 2) for name, per in timings.items() for b, t in per.items()},
     }
-    for batch_size in (1, 16):
-        ratio = median(timings["KDAnomaly"][batch_size]) / median(timings["Stfpm"][batch_size])
-        result[f"ratio_batch{batch_size}"] = round(ratio, 3)
+    for peer in args.peers:
+        for batch_size in (1, 16):
+            ratio = median(timings["KDAnomaly"][batch_size]) / median(timings[peer][batch_size])
+            result[f"ratio_{peer}_batch{batch_size}"] = round(ratio, 3)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

@@ -2,9 +2,15 @@
 
 Each dataset's training normals are split (seed 0, 20 % held out, :mod:`kdanomaly.data.validation_split`); a
 configuration trains on the rest for ``--steps`` optimiser steps (batch 8, 256 px, seed 0) and is scored on the
-held-out normals and the same images with CutPaste defects, at every memory weight of ``--memory-weights`` (the
-trained model is evaluated again with only the fusion weight changed). Rows are appended to ``--out`` as they
+held-out normals and the same images with blended defects, at every memory weight of ``--memory-weights`` and
+every standardisation of ``--fusion-statistics`` (the trained model is evaluated again with only the fusion
+changed). Rows are appended to ``--out`` as they
 finish; finished (configuration, dataset, steps) cells are skipped, so an interrupted run resumes.
+
+The rule, fixed before the rows were seen (:func:`choose`): the student-teacher design is the configuration with
+the best mean of image AUROC, pixel AUROC and pixel AUPRO of its distillation map alone (memory weight 0),
+averaged over the datasets; the fusion (memory weight and standardisation) is then the one with the best such
+mean for that configuration.
 
     python -m benchmarks.validation_choices --work /tmp/validation --out benchmarks/results/validation_choices.csv \
         --datasets mvtec:../shared/datasets/mvtec_ad:screw magnetic_tile:../shared/datasets/magnetic_tile
@@ -37,9 +43,16 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "forward": {},
     "denoising": {"denoising": True},
     "denoising+segmentation": {"denoising": True, "segmentation": True},
+    "denoising+segmentation, pretrained student": {
+        "denoising": True,
+        "segmentation": True,
+        "student_pretrained": True,
+        "learning_rate": 1e-3,
+    },
 }
-FIELDS = ["configuration", "dataset", "steps", "memory_weight", "image_AUROC", "pixel_AUROC", "pixel_AUPRO",
-          "train_seconds", "machine"]  # fmt: skip
+METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO")
+FIELDS = ["configuration", "dataset", "steps", "fusion_statistics", "memory_weight", *METRICS, "train_seconds",
+          "machine"]  # fmt: skip
 
 
 def validation_set(spec: DatasetSpec, work: Path) -> DatasetSpec:
@@ -50,28 +63,58 @@ def validation_set(spec: DatasetSpec, work: Path) -> DatasetSpec:
     return DatasetSpec("folder", root, spec.name)
 
 
-def run(configuration: str, spec: DatasetSpec, steps: int, memory_weights: list[float]) -> list[dict[str, Any]]:
-    """Train one configuration on one validation set and score it at every memory weight."""
+def run(
+    configuration: str, spec: DatasetSpec, steps: int, memory_weights: list[float], statistics: list[str]
+) -> list[dict[str, Any]]:
+    """Train one configuration on one validation set and score it at every memory weight and standardisation."""
     seed_everything(0, workers=True)
     model = KDAnomaly(
         BACKBONE, DISTILLED_LAYERS, memory_weight=0.5, **CONFIGURATIONS[configuration], **common_components()
     )
     datamodule = spec.datamodule(seed=0)
+    machine = f"{platform.machine()}, {torch.get_num_threads()} threads"
     with tempfile.TemporaryDirectory() as scratch:
         fitted = fit_and_evaluate(
             model, datamodule, Path(scratch), max_steps=steps, max_epochs=-1, **NO_VALIDATION_DURING_FIT
         )
         rows = []
-        for weight in memory_weights:
-            model.model.memory_weight = weight
-            metrics = evaluate(fitted.engine, model, datamodule, fitted.outputs)
-            rows.append({
-                "configuration": configuration, "dataset": spec.name, "steps": steps, "memory_weight": weight,
-                **{key: round(float(metrics[key]), 4) for key in ("image_AUROC", "pixel_AUROC", "pixel_AUPRO")},
-                "train_seconds": round(fitted.train_seconds, 1),
-                "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-            })  # fmt: skip
+        for standardise in statistics:
+            model.model.map_statistics.standardise = standardise  # type: ignore[assignment]
+            model.model.memory_weight = 0.5
+            model._memory_stale = True  # the next evaluation recomputes the statistics
+            for weight in memory_weights:
+                model.model.memory_weight = weight
+                metrics = evaluate(fitted.engine, model, datamodule, fitted.outputs)
+                rows.append({
+                    "configuration": configuration, "dataset": spec.name, "steps": steps,
+                    "fusion_statistics": standardise, "memory_weight": weight,
+                    **{key: round(float(metrics[key]), 4) for key in METRICS},
+                    "train_seconds": round(fitted.train_seconds, 1), "machine": machine,
+                })  # fmt: skip
     return rows
+
+
+def choose(rows: list[dict[str, str]]) -> tuple[str, float, str]:
+    """``(configuration, memory weight, fusion statistics)`` by the rule of the module docstring, from the CSV."""
+
+    def score(configuration: str, weight: float, standardise: str | None) -> float:
+        cells = [
+            r for r in rows
+            if r["configuration"] == configuration and float(r["memory_weight"]) == weight
+            and standardise in (None, r["fusion_statistics"])
+        ]  # fmt: skip
+        return sum(float(r[m]) for r in cells for m in METRICS) / (len(METRICS) * len(cells))
+
+    configurations = sorted({r["configuration"] for r in rows})
+    covered = {c: {r["dataset"] for r in rows if r["configuration"] == c} for c in configurations}
+    if len({frozenset(datasets) for datasets in covered.values()}) != 1:
+        raise ValueError(f"the configurations were not run on the same datasets: {covered}")
+    design = max(configurations, key=lambda configuration: score(configuration, 0.0, None))
+    fusions = sorted(
+        {(float(r["memory_weight"]), r["fusion_statistics"]) for r in rows if r["configuration"] == design}
+    )
+    weight, standardise = max(fusions, key=lambda fusion: score(design, *fusion))
+    return design, weight, standardise
 
 
 def main() -> None:
@@ -80,19 +123,24 @@ def main() -> None:
     parser.add_argument("--configurations", nargs="+", default=list(CONFIGURATIONS), choices=list(CONFIGURATIONS))
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--memory-weights", type=float, nargs="+", default=[0.0, 0.3, 0.5, 0.7, 1.0])
+    parser.add_argument("--fusion-statistics", nargs="+", default=["pixels", "image_max"])
     parser.add_argument("--work", type=Path, required=True, help="scratch folder for the validation sets")
     parser.add_argument("--out", type=Path, required=True, help="CSV the rows are appended to")
     args = parser.parse_args()
     done = set()
     if args.out.is_file():
         with args.out.open() as file:
-            done = {(row["configuration"], row["dataset"], int(row["steps"])) for row in csv.DictReader(file)}
+            done = {
+                (row["configuration"], row["dataset"], int(row["steps"]), row["fusion_statistics"])
+                for row in csv.DictReader(file)
+            }
     for spec in args.datasets:
         validation = validation_set(spec, args.work)
         for configuration in args.configurations:
-            if (configuration, spec.name, args.steps) in done:
+            missing = [s for s in args.fusion_statistics if (configuration, spec.name, args.steps, s) not in done]
+            if not missing:
                 continue
-            rows = run(configuration, validation, args.steps, args.memory_weights)
+            rows = run(configuration, validation, args.steps, args.memory_weights, missing)
             new_file = not args.out.is_file()
             with args.out.open("a", newline="") as file:
                 writer = csv.DictWriter(file, fieldnames=FIELDS)
