@@ -80,8 +80,7 @@ def run(
         rows = []
         for standardise in statistics:
             model.model.map_statistics.standardise = standardise  # type: ignore[assignment]
-            model.model.memory_weight = 0.5
-            model._memory_stale = True  # the next evaluation recomputes the statistics
+            model._memory_stale = True  # the next evaluation with memory recomputes the statistics
             for weight in memory_weights:
                 model.model.memory_weight = weight
                 metrics = evaluate(fitted.engine, model, datamodule, fitted.outputs)

@@ -12,12 +12,17 @@ ASPECT = (0.3, 3.3)  # patch height / width, sampled log-uniformly (CutPaste's r
 COLOUR_GAIN = (0.6, 1.4)  # per-channel factor on the pasted pixels, so the patch differs from its surroundings
 
 
+def _check_images(images: np.ndarray) -> None:
+    """ValueError unless ``images`` is a non-empty batch ``(N, 3, H, W)``."""
+    if images.ndim != 4 or images.shape[1] != 3 or len(images) == 0:
+        raise ValueError(f"expected images of shape (N, 3, H, W) with N >= 1, got {images.shape}")
+
+
 def paste_defects(images: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Each of ``images (N, 3, H, W)`` (float in [0, 1]) with one pasted patch, and the patches' masks ``(N, H, W)``
     (bool). The patch is cut from the next image (the image itself when N = 1) at another place; the same ``seed``
     gives the same defects. The input is not modified."""
-    if images.ndim != 4 or images.shape[1] != 3 or len(images) == 0:
-        raise ValueError(f"expected images of shape (N, 3, H, W) with N >= 1, got {images.shape}")
+    _check_images(images)
     rng = np.random.default_rng(seed)
     height, width = images.shape[-2:]
     defective = images.copy()
@@ -52,8 +57,7 @@ def blend_defects(
     object, not on a plain background. Returns the images and masks ``(N, H, W)`` (bool: where the opacity is at
     least half its centre value). Same input contract as :func:`paste_defects`; the same ``seed`` gives the same
     defects."""
-    if images.ndim != 4 or images.shape[1] != 3 or len(images) == 0:
-        raise ValueError(f"expected images of shape (N, 3, H, W) with N >= 1, got {images.shape}")
+    _check_images(images)
     rng = np.random.default_rng(seed)
     height, width = images.shape[-2:]
     rows, cols = np.mgrid[0:height, 0:width].astype(np.float64)

@@ -1,9 +1,9 @@
 """A validation set made from a dataset's training normals only, for choosing defaults without test images.
 
 A seeded part of the training normals is held out; the rest train. Every held-out image appears twice in the
-validation set: as it is (good) and with a CutPaste defect pasted in (see :mod:`kdanomaly.data.pasted_defects`),
-with its mask. CutPaste is a different family of synthetic defect from the Perlin anomalies the denoising student
-learns from, so a choice is not rewarded for fitting its own training corruption.
+validation set: as it is (good) and with a blended defect (``blend_defects`` of
+:mod:`kdanomaly.data.pasted_defects`), with its mask. That is a different family of synthetic defect from the Perlin
+anomalies the denoising student learns from, so a choice is not rewarded for fitting its own training corruption.
 
 Layout written (``folder:ROOT`` of the benchmark reads it): ``ROOT/train/`` (links to the training images),
 ``ROOT/good/``, ``ROOT/defect/`` and ``ROOT/masks/`` (PNG at ``image_size``, masks 0/255, same names).
