@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 from kdanomaly.data import image_files
 from kdanomaly.engines import ManifestError, export_model, open_model
 from kdanomaly.engines.cache import cached_export_folder
-from kdanomaly.engines.export import sampled_images
+from kdanomaly.engines.export import sampled_images, segmentation_head_convolutions
 from kdanomaly.engines.graph import load_scoring_graph
 from kdanomaly.inspection.calibration import calibrate, store_calibration
 from kdanomaly.inspection.scoring import ImageFiles
@@ -97,6 +97,18 @@ def test_int8_keeps_the_image_auroc(
     opened = open_model(model, "openvino", "int8")
     assert opened.engine.precision == "int8"
     assert abs(roc_auc_score(labels, opened.engine(images)[0]) - fp32) <= AUROC_TOLERANCE
+
+
+def test_int8_leaves_exactly_the_segmentation_head_in_fp32(checkpoint: Path, exports: dict[str, Path]) -> None:
+    import openvino
+    from torch import nn
+
+    graph, _ = load_scoring_graph(checkpoint)
+    head = graph.model.segmentation_head
+    assert head is not None, "the default KDAnomaly has a segmentation head"
+    convolutions = sum(isinstance(module, nn.Conv2d) for module in head.modules())
+    names = segmentation_head_convolutions(openvino.Core().read_model(str(exports["openvino"])))
+    assert len(names) == convolutions
 
 
 def test_an_int8_model_that_misses_defects_is_refused_with_nothing_left_behind(

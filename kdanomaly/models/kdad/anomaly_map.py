@@ -99,6 +99,9 @@ class AnomalyMapGenerator(nn.Module):
         return self.blur(fused) if smooth else fused
 
 
+RELATIVE_STD_FLOOR = 0.01  # of the mean's size: the least spread a map's normal statistics are given
+
+
 class MapStatistics(nn.Module):
     """Mean and standard deviation of the distillation and memory maps on normal images; fuses the two maps.
 
@@ -116,9 +119,12 @@ class MapStatistics(nn.Module):
         self.values: torch.Tensor
 
     def _moments(self, maps: torch.Tensor) -> list[torch.Tensor]:
-        """Mean and standard deviation (floored to stay positive) of ``maps (N, 1, H, W)`` as standardised."""
+        """Mean and standard deviation of ``maps (N, 1, H, W)`` as standardised, the deviation floored at
+        :data:`RELATIVE_STD_FLOOR` of the mean's size: maxima that agree more closely than that (a segmentation
+        head's constant peak) would turn rounding differences between engines into large score differences."""
         values = maps if self.standardise == "pixels" else maps.amax(dim=(-2, -1))
-        return [values.mean(), values.std().clamp_min(1e-6)]
+        mean = values.mean()
+        return [mean, values.std().clamp_min(max(RELATIVE_STD_FLOOR * float(mean.abs()), 1e-6))]
 
     def fit(self, distillation_maps: torch.Tensor, memory_maps: torch.Tensor | None = None) -> None:
         """Record the maps' statistics. Without ``memory_maps`` only the distillation statistics change (the

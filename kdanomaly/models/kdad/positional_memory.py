@@ -43,6 +43,10 @@ class PositionalMemory(nn.Module):
     distances of the training images themselves). The default window of 1 compares a patch only with the same
     position; the features are already 3x3-aggregated, so small misalignments are absorbed. :meth:`reduce` keeps
     ``size`` candidates per position.
+
+    The bank is stored centred on each position's mean training feature (``centre``, subtracted from queries too):
+    distances are unchanged, but the expanded ``|q|² + |b|² - 2 q·b`` then cancels small numbers instead of large
+    ones, so engines that sum in another order (ONNX Runtime, OpenVINO) agree with PyTorch to float precision.
     """
 
     def __init__(self, window: int = 1, size: int = 128) -> None:
@@ -55,10 +59,12 @@ class PositionalMemory(nn.Module):
         self.size = size
         self.register_buffer("bank", torch.empty(0, 0, 0))
         self.register_buffer("bank_norms", torch.empty(0, 0, 0))  # squared norms of the bank's columns
+        self.register_buffer("centre", torch.empty(0, 0))  # (h * w, C): each position's mean training feature
         self.register_buffer("candidate_images", torch.empty(0, 0, dtype=torch.long))  # training image of each
         self.register_buffer("grid", torch.zeros(3, dtype=torch.long))  # h, w, number of training images
         self.bank: torch.Tensor
         self.bank_norms: torch.Tensor
+        self.centre: torch.Tensor
         self.candidate_images: torch.Tensor
         self.grid: torch.Tensor
 
@@ -78,7 +84,9 @@ class PositionalMemory(nn.Module):
             msg = f"the positional memory needs features (N, C, h, w) of at least 2 normal images, got {features.shape}"
             raise ValueError(f"{msg} (its statistics leave one image out); memory_kind='prototype' works from one")
         n_images, _, height, width = features.shape
-        self.bank, self.candidate_images = _candidates(features, self.window)
+        bank, self.candidate_images = _candidates(features, self.window)
+        self.centre = bank.mean(dim=2)
+        self.bank = bank - self.centre[:, :, None]
         self.bank_norms = self.bank.pow(2).sum(1, keepdim=True)
         self.grid = torch.tensor([height, width, n_images])
 
@@ -91,7 +99,7 @@ class PositionalMemory(nn.Module):
         if features.ndim != 4 or features.shape[1] != self.bank.shape[1] or features.shape[-2:] != (height, width):
             raise ValueError(f"features {tuple(features.shape)} do not match the memory bank {tuple(self.bank.shape)}")
         candidates, images = _candidates(features, self.window)
-        self.bank = torch.cat([self.bank, candidates], dim=2).contiguous()
+        self.bank = torch.cat([self.bank, candidates - self.centre[:, :, None]], dim=2).contiguous()
         self.bank_norms = self.bank.pow(2).sum(1, keepdim=True)
         self.candidate_images = torch.cat([self.candidate_images, images + self.n_images], dim=1).contiguous()
         self.grid = torch.tensor([height, width, self.n_images + len(features)])
@@ -140,7 +148,7 @@ class PositionalMemory(nn.Module):
         if channels != self.bank.shape[1] or height * width != self.bank.shape[0]:
             msg = f"features {tuple(features.shape)} do not match the memory bank of {self.n_images} images "
             raise ValueError(msg + f"{tuple(self.bank.shape)} (same backbone, layers and image size as when built?)")
-        queries = features.permute(2, 3, 0, 1).reshape(height * width, batch, channels)
+        queries = features.permute(2, 3, 0, 1).reshape(height * width, batch, channels) - self.centre[:, None, :]
         squared = (
             queries.pow(2).sum(-1, keepdim=True) + self.bank_norms - 2 * torch.bmm(queries, self.bank)
         )  # (h * w, B, candidates)
@@ -151,8 +159,12 @@ class PositionalMemory(nn.Module):
         return nearest.T.reshape(batch, 1, height, width)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        """Take the bank's shape from the checkpoint (it depends on the training set)."""
-        for name in ("bank", "bank_norms", "candidate_images"):
+        """Take the bank's shape from the checkpoint (it depends on the training set); a checkpoint from before the
+        bank was centred gets a zero centre, which is what its bank is."""
+        bank = state_dict.get(prefix + "bank")
+        if bank is not None and prefix + "centre" not in state_dict:
+            state_dict[prefix + "centre"] = bank.new_zeros(bank.shape[:2])
+        for name in ("bank", "bank_norms", "centre", "candidate_images"):
             if prefix + name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name]))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

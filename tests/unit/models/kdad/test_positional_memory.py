@@ -52,6 +52,33 @@ def test_a_stored_image_is_at_distance_zero_unless_left_out() -> None:
     assert (memory(bank, torch.arange(3)) > 0.1).all()
 
 
+def test_features_far_from_the_origin_keep_float_precision_distances() -> None:
+    """Features with a large common offset (as ReLU features have): centring keeps the expanded distance from
+    cancelling large numbers, so a stored patch is at distance ~0, not at the square root of rounding noise."""
+    generator = torch.Generator().manual_seed(2)
+    bank = torch.randn(4, 64, 3, 3, generator=generator) + 300.0
+    query = bank[:2] + 0.01 * torch.randn(2, 64, 3, 3, generator=generator)
+    memory = PositionalMemory()
+    memory.fit(bank)
+    expected = _brute_force(bank.double().numpy(), query.double().numpy(), 1)
+    np.testing.assert_allclose(memory(query).numpy(), expected, atol=1e-3)
+    assert memory(bank).max() < 1e-2
+
+
+def test_a_checkpoint_without_a_centre_loads_as_an_uncentred_bank() -> None:
+    generator = torch.Generator().manual_seed(3)
+    bank, query = torch.randn(3, 4, 5, 5, generator=generator), torch.randn(2, 4, 5, 5, generator=generator)
+    memory = PositionalMemory()
+    memory.fit(bank)
+    uncentred = {key: value.clone() for key, value in memory.state_dict().items() if key != "centre"}
+    uncentred["bank"] = uncentred["bank"] + memory.centre[:, :, None]
+    uncentred["bank_norms"] = uncentred["bank"].pow(2).sum(1, keepdim=True)
+    loaded = PositionalMemory()
+    loaded.load_state_dict(uncentred)
+    assert not loaded.centre.any()
+    np.testing.assert_allclose(loaded(query).numpy(), memory(query).numpy(), atol=1e-4)
+
+
 @pytest.mark.parametrize("window", [1, 3])
 def test_added_images_are_searched_as_if_fitted_with_the_rest(window: int) -> None:
     """Adding images to a fitted memory gives the distances of a memory fitted on all of them; the added images
@@ -102,7 +129,7 @@ def test_k_center_reduction_keeps_the_farthest_points_and_their_images() -> None
     memory = PositionalMemory()
     memory.fit(values.reshape(5, 1, 1, 1))
     memory.reduce(3)
-    assert memory.bank.flatten().tolist() == [0.0, 10.0, 5.0]
+    assert (memory.bank + memory.centre[:, :, None]).flatten().tolist() == pytest.approx([0.0, 10.0, 5.0])
     assert memory.candidate_images.flatten().tolist() == [0, 2, 3]
     torch.testing.assert_close(memory.bank_norms.flatten(), memory.bank.flatten() ** 2)
     distances = memory(torch.tensor([9.0]).reshape(1, 1, 1, 1), exclude=torch.tensor([2]))
@@ -139,7 +166,7 @@ def test_image_max_statistics_scale_a_spiky_map_by_its_maxima_not_its_pixels() -
     # A segmentation-like map: zero almost everywhere, one spike per image of varying height.
     spiky = torch.zeros(4, 1, 8, 8)
     spiky[:, 0, 3, 3] = torch.tensor([0.2, 0.4, 0.6, 0.8])
-    memory = torch.rand(4, 1, 8, 8)
+    memory = torch.rand(4, 1, 8, 8) * torch.tensor([1.0, 2.0, 3.0, 4.0]).reshape(4, 1, 1, 1)
     statistics = MapStatistics("image_max")
     statistics.fit(spiky, memory)
     maxima = torch.tensor([0.2, 0.4, 0.6, 0.8])
@@ -151,6 +178,17 @@ def test_image_max_statistics_scale_a_spiky_map_by_its_maxima_not_its_pixels() -
     assert by_pixels.values[1] < statistics.values[1] / 2  # the pixel spread understates the maxima's
     with pytest.raises(ValueError, match="standardisation"):
         MapStatistics("max")  # type: ignore[arg-type]
+
+
+def test_maxima_that_barely_vary_are_standardised_by_a_spread_of_one_percent_of_their_size() -> None:
+    # A head whose peak is the same on every normal image: its z-scores must not explode on rounding noise.
+    constant_peak = torch.zeros(4, 1, 8, 8)
+    constant_peak[:, 0, 0, 0] = torch.tensor([0.3430, 0.3431, 0.3430, 0.3429])
+    statistics = MapStatistics("image_max")
+    statistics.fit(constant_peak, torch.rand(4, 1, 8, 8))
+    torch.testing.assert_close(statistics.values[1], torch.tensor(0.01 * 0.343), rtol=1e-3, atol=0)
+    rounding = statistics.fuse(constant_peak + 1e-4, torch.zeros(4, 1, 8, 8), 0.5)
+    assert (rounding - statistics.fuse(constant_peak, torch.zeros(4, 1, 8, 8), 0.5)).abs().max() < 0.02
 
 
 def test_model_builds_its_memory_and_the_weight_switches_it() -> None:
