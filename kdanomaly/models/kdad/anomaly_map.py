@@ -121,8 +121,9 @@ class MapStatistics(nn.Module):
     def _moments(self, maps: torch.Tensor) -> list[torch.Tensor]:
         """Mean and standard deviation of ``maps (N, 1, H, W)`` as standardised, the deviation floored at
         :data:`RELATIVE_STD_FLOOR` of the mean's size: maxima that agree more closely than that (a segmentation
-        head's constant peak) would turn rounding differences between engines into large score differences."""
-        values = maps if self.standardise == "pixels" else maps.amax(dim=(-2, -1))
+        head's constant peak) would turn rounding differences between engines into large score differences. One
+        map has no spread of maxima: its pixels' statistics stand in (a single-image k-shot memory)."""
+        values = maps if self.standardise == "pixels" or len(maps) < 2 else maps.amax(dim=(-2, -1))
         mean = values.mean()
         return [mean, values.std().clamp_min(max(RELATIVE_STD_FLOOR * float(mean.abs()), 1e-6))]
 

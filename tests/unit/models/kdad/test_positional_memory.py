@@ -191,6 +191,15 @@ def test_maxima_that_barely_vary_are_standardised_by_a_spread_of_one_percent_of_
     assert (rounding - statistics.fuse(constant_peak, torch.zeros(4, 1, 8, 8), 0.5)).abs().max() < 0.02
 
 
+def test_image_max_statistics_of_a_single_map_are_its_pixels_statistics() -> None:
+    single, memory = torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8) + 2
+    by_maxima, by_pixels = MapStatistics("image_max"), MapStatistics("pixels")
+    by_maxima.fit(single, memory)
+    by_pixels.fit(single, memory)
+    assert torch.isfinite(by_maxima.values).all()
+    torch.testing.assert_close(by_maxima.values, by_pixels.values)
+
+
 def test_model_builds_its_memory_and_the_weight_switches_it() -> None:
     torch.manual_seed(0)
     model = KDADModel("tf_efficientnet_lite0", ["blocks.1", "blocks.2", "blocks.4"], memory_weight=0.7).eval()
