@@ -99,16 +99,23 @@ def test_int8_keeps_the_image_auroc(
     assert abs(roc_auc_score(labels, opened.engine(images)[0]) - fp32) <= AUROC_TOLERANCE
 
 
-def test_int8_leaves_exactly_the_segmentation_head_in_fp32(checkpoint: Path, exports: dict[str, Path]) -> None:
-    import openvino
+@pytest.mark.parametrize("segmentation", [True, False])
+def test_int8_leaves_exactly_the_segmentation_head_in_fp32(segmentation: bool) -> None:
+    """The convolutions kept out of int8 are the head's, found in the exported graph (which has no module names)."""
     from torch import nn
 
-    graph, _ = load_scoring_graph(checkpoint)
-    head = graph.model.segmentation_head
-    assert head is not None, "the default KDAnomaly has a segmentation head"
-    convolutions = sum(isinstance(module, nn.Conv2d) for module in head.modules())
-    names = segmentation_head_convolutions(openvino.Core().read_model(str(exports["openvino"])))
-    assert len(names) == convolutions
+    from kdanomaly.engines.export import openvino_model
+    from kdanomaly.engines.graph import ScoringGraph
+    from kdanomaly.models.kdad.torch_model import KDADModel
+
+    model = KDADModel(
+        "tf_efficientnet_lite0", ["blocks.1", "blocks.2", "blocks.4"], memory_weight=0.0,
+        segmentation=segmentation,
+    )  # fmt: skip
+    head = model.segmentation_head
+    convolutions = sum(isinstance(module, nn.Conv2d) for module in head.modules()) if head is not None else 0
+    converted = openvino_model(ScoringGraph(model, (0.5,) * 3, (0.5,) * 3), (64, 64))
+    assert len(segmentation_head_convolutions(converted)) == convolutions
 
 
 def test_an_int8_model_that_misses_defects_is_refused_with_nothing_left_behind(
