@@ -41,7 +41,9 @@ def trained(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> T
     datamodule = synthetic_datamodule(synthetic_root)
     model = KDAnomaly(pre_processor=KDAnomaly.configure_pre_processor((IMAGE_SIZE, IMAGE_SIZE)), visualizer=False)
     teacher_before = {k: v.clone() for k, v in model.model.teacher.state_dict().items()}
-    engine, metrics = train_and_test(model, datamodule, tmp_path_factory.mktemp("run"), max_epochs=8)
+    # 24 epochs of 5 batches: the segmentation head's map alone reaches image / pixel AUROC 1.0 / 0.99 here after
+    # 120 steps, 0.62 / 0.86 after 40.
+    engine, metrics = train_and_test(model, datamodule, tmp_path_factory.mktemp("run"), max_epochs=24)
     images = torch.stack([datamodule.test_data[i].image for i in range(0, len(datamodule.test_data), 6)])
     checkpoint = Path(engine.trainer.checkpoint_callback.best_model_path)
     return TrainedRun(model.eval(), metrics, checkpoint, teacher_before, images, len(datamodule.train_data))
