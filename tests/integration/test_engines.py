@@ -209,7 +209,10 @@ def test_export_calibrate_and_inspect_from_the_command_line_decide_as_pytorch(
     quiet = ["--no-progress", "--workers", "0"]
     assert main(["calibrate", "--model", str(model), "--normal", normals, "--false-review-rate", "0.2", *quiet]) == 0
     threshold = json.loads((tmp_path / "export" / "model.json").read_text())["calibration"]["threshold"]
-    assert threshold == pytest.approx(open_model(checkpoint, "torch").calibration.threshold, rel=1e-4)
+    reference = open_model(checkpoint, "torch")
+    _, maps = reference.engine(_images(image_files(synthetic_root / CATEGORY / "test")))
+    # fp32 engines agree to MAP_TOLERANCE of the maps' range (as in the test above); a score's offset means nothing
+    assert threshold == pytest.approx(reference.calibration.threshold, abs=MAP_TOLERANCE * float(np.ptp(maps)))
     test_images = str(synthetic_root / CATEGORY / "test")
     pytorch = ["--model", str(checkpoint), "--engine", "torch", "--threshold", str(threshold)]
     runs = {}
