@@ -90,30 +90,36 @@ def trained_checkpoint(configuration: str, root: Path, size: int, steps: int, wo
     return checkpoint
 
 
-def strongest_region_embeddings(
-    checkpoint: Path, defect_paths: list[Path], calibration_paths: list[Path], size: int, rate: float,
-    background_contrast: bool,
-) -> tuple[np.ndarray, list[str], int]:  # fmt: skip
-    """Embeddings of each defect image's strongest region above the calibrated threshold, their true types, and
-    how many defect images had no region."""
+def strongest_regions(
+    checkpoint: Path, defect_paths: list[Path], calibration_paths: list[Path], size: int, rate: float
+) -> tuple[list[tuple[LoadedImage, np.ndarray, tuple[int, int, int, int]]], int]:
+    """Each defect image with a region above the calibrated threshold, its map and its strongest region's box;
+    and how many defect images had no region."""
     graph, image_size = load_scoring_graph(checkpoint)
     engine = TorchEngine(graph, image_size, batch_size=16)
     scores, _ = engine(_views(_loaded(calibration_paths, size)))
     threshold = calibrate(scores, rate).threshold
-    embedder = TeacherEmbedder(checkpoint, background_contrast)
-    namer = DefectNamer(embedder, PrototypeMemory(embedder.embedding_dim), CROP_SIZE)
     loaded = _loaded(defect_paths, size)
     _, maps = engine(_views(loaded))
-    embeddings, kinds, missed = [], [], 0
+    found = []
     for item, anomaly_map in zip(loaded, maps, strict=True):
-        assert item.display is not None
         regions = find_regions(anomaly_map, threshold, item.size)
-        if not regions:
-            missed += 1
-            continue
-        embeddings.append(namer.embed(item.display, item.size, [regions[0].box], anomaly_map).numpy())
-        kinds.append(item.path.parent.name)
-    return np.concatenate(embeddings), kinds, missed
+        if regions:
+            found.append((item, anomaly_map, regions[0].box))
+    return found, len(loaded) - len(found)
+
+
+def region_embeddings(
+    checkpoint: Path, found: list[tuple[LoadedImage, np.ndarray, tuple[int, int, int, int]]], background_contrast: bool
+) -> tuple[np.ndarray, list[str]]:
+    """Embeddings of the ``found`` regions as a station makes them, and their true types."""
+    embedder = TeacherEmbedder(checkpoint, background_contrast)
+    namer = DefectNamer(embedder, PrototypeMemory(embedder.embedding_dim), CROP_SIZE)
+    embeddings = []
+    for item, anomaly_map, box in found:
+        assert item.display is not None
+        embeddings.append(namer.embed(item.display, item.size, [box], anomaly_map).numpy())
+    return np.concatenate(embeddings), [item.path.parent.name for item, _, _ in found]
 
 
 def naming_accuracy(embeddings: np.ndarray, kinds: list[str], draws: int) -> list[float]:
@@ -154,10 +160,9 @@ def main() -> None:
     for configuration in CONFIGURATIONS:
         work = args.work / configuration.replace(" ", "_")
         checkpoint = trained_checkpoint(configuration, root, size, args.steps, work)
+        found, missed = strongest_regions(checkpoint, defects, calibration, size, args.false_review_rate)
         for embedding, contrast in EMBEDDINGS.items():
-            embeddings, kinds, missed = strongest_region_embeddings(
-                checkpoint, defects, calibration, size, args.false_review_rate, contrast
-            )
+            embeddings, kinds = region_embeddings(checkpoint, found, contrast)
             accuracies = naming_accuracy(embeddings, kinds, args.draws)
             rows.append({
                 "configuration": configuration, "embedding": embedding,

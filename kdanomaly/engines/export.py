@@ -78,15 +78,14 @@ def segmentation_head_convolutions(model: Any) -> list[str]:
     which reads the per-scale products concatenated (the backbones have no concatenation, the memory's concatenated
     features meet no convolution). The export drops module names, so the graph's shape has to tell."""
     after_concat: set[str] = set()
+    convolutions = []
     for op in model.get_ordered_ops():
         parents = [op.input_value(i).get_node() for i in range(op.get_input_size())]
         if any(p.get_type_name() == "Concat" or p.get_friendly_name() in after_concat for p in parents):
             after_concat.add(op.get_friendly_name())
-    return [
-        op.get_friendly_name()
-        for op in model.get_ordered_ops()
-        if op.get_type_name() == "Convolution" and op.get_friendly_name() in after_concat
-    ]
+            if op.get_type_name() == "Convolution":
+                convolutions.append(op.get_friendly_name())
+    return convolutions
 
 
 def export_model(
