@@ -28,7 +28,7 @@ from kdanomaly.data import image_files
 from kdanomaly.engines import export_model, open_model
 from kdanomaly.engines.export import sampled_images
 from kdanomaly.engines.graph import load_scoring_graph
-from kdanomaly.inspection.scoring import ImageFiles
+from kdanomaly.inspection.scoring import read_model_views
 
 ENGINES = {"torch/fp32": ("torch", "fp32"), "openvino/fp32": ("openvino", "fp32"),
            "openvino/bf16": ("openvino", "bf16"), "openvino/int8": ("openvino", "int8")}  # fmt: skip
@@ -37,8 +37,7 @@ ENGINES = {"torch/fp32": ("torch", "fp32"), "openvino/fp32": ("openvino", "fp32"
 def test_set(root: Path, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Test images ``(N, 3, H, W)``, labels ``(N,)`` (1 = defect) and masks ``(N, H, W)`` of an MVTec-layout root."""
     paths = image_files(root / "test")
-    files = ImageFiles(paths, size)
-    images = np.stack([files[i].image for i in range(len(files))])
+    images = read_model_views(paths, size)
     labels = np.array([path.parent.name != "good" for path in paths], dtype=int)
     masks = np.zeros((len(paths), *size), dtype=np.uint8)
     for index, path in enumerate(paths):

@@ -37,7 +37,7 @@ from kdanomaly.engines.export import sampled_images
 from kdanomaly.engines.graph import load_scoring_graph
 from kdanomaly.engines.runtime import TorchEngine
 from kdanomaly.inspection.run import InspectOptions, inspect
-from kdanomaly.inspection.scoring import ImageFiles
+from kdanomaly.inspection.scoring import read_model_views
 
 PEAK_FACTOR = {"fp32": 1, "bf16": 2, "int8": 4}  # per-cycle throughput relative to fp32 FMA (AVX512_BF16, VNNI)
 REVIEWED = 0.1
@@ -109,8 +109,7 @@ def run(args: argparse.Namespace, report: dict[str, Any], save: Callable[[], Any
                                       n_test_per_defect=1, seed=7)  # fmt: skip
     paths = image_files(data / "train" / "good")
     graph, size = load_scoring_graph(args.model)
-    files = ImageFiles(paths, size)
-    images = np.stack([files[i].image for i in range(min(args.model_images, len(files)))])
+    images = read_model_views(paths[: args.model_images], size)
     report["flops_per_image"] = report.get("flops_per_image") or flops_per_image(args.model)
     normals = sampled_images(image_files(args.normals), size)
     exports = {

@@ -26,15 +26,14 @@ from kdanomaly.data import image_files
 from kdanomaly.data.synthetic import generate_synthetic_dataset
 from kdanomaly.engines import open_model
 from kdanomaly.inspection.run import InspectOptions, inspect
-from kdanomaly.inspection.scoring import AnomalyScorer, ImageFiles
+from kdanomaly.inspection.scoring import AnomalyScorer, read_model_views
 
 REVIEWED = 0.1  # share of the images above the benchmark's threshold
 
 
 def forward_rate(scorer: AnomalyScorer, paths: list[Path], batch_size: int) -> tuple[float, np.ndarray]:
     """Images per second of the model alone on pre-loaded images, and their scores."""
-    files = ImageFiles(paths, scorer.image_size)
-    images = np.stack([files[i].image for i in range(len(files))])
+    images = read_model_views(paths, scorer.image_size)
     scorer(images[:batch_size])  # warm-up
     started = time.perf_counter()
     scores = [scorer(images[start : start + batch_size])[0] for start in range(0, len(images), batch_size)]

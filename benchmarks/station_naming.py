@@ -31,7 +31,7 @@ from kdanomaly.engines.runtime import TorchEngine
 from kdanomaly.inspection.calibration import calibrate
 from kdanomaly.inspection.naming import DefectNamer
 from kdanomaly.inspection.regions import find_regions
-from kdanomaly.inspection.scoring import ImageFiles, LoadedImage
+from kdanomaly.inspection.scoring import LoadedImage, model_views, read_images, read_model_views
 from kdanomaly.memory import PrototypeMemory
 from kdanomaly.station.defect_types import CROP_SIZE, TeacherEmbedder
 
@@ -58,15 +58,6 @@ ENROLLED_PER_TYPE = 2
 # How the teacher's features are pooled over a region crop: weighted by the map, or that minus the crop's
 # background (weighted by the map's complement), so the surface's own texture cancels out.
 EMBEDDINGS = {"map-weighted": False, "minus background": True}
-
-
-def _loaded(paths: list[Path], size: int) -> list[LoadedImage]:
-    files = ImageFiles(paths, (size, size))
-    return [files[i] for i in range(len(files))]
-
-
-def _views(loaded: list[LoadedImage]) -> np.ndarray:
-    return np.stack([item.image for item in loaded if item.image is not None])
 
 
 def trained_checkpoint(configuration: str, root: Path, size: int, steps: int, work: Path) -> Path:
@@ -97,10 +88,10 @@ def strongest_regions(
     and how many defect images had no region."""
     graph, image_size = load_scoring_graph(checkpoint)
     engine = TorchEngine(graph, image_size, batch_size=16)
-    scores, _ = engine(_views(_loaded(calibration_paths, size)))
+    scores, _ = engine(read_model_views(calibration_paths, (size, size)))
     threshold = calibrate(scores, rate).threshold
-    loaded = _loaded(defect_paths, size)
-    _, maps = engine(_views(loaded))
+    loaded = read_images(defect_paths, (size, size))
+    _, maps = engine(model_views(loaded))
     found = []
     for item, anomaly_map in zip(loaded, maps, strict=True):
         regions = find_regions(anomaly_map, threshold, item.size)

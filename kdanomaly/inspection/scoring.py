@@ -78,6 +78,27 @@ class ImageFiles(Dataset):
             return LoadedImage(path, error=str(error) or type(error).__name__)
 
 
+def read_images(paths: Sequence[Path], image_size: tuple[int, int]) -> list[LoadedImage]:
+    """``paths`` decoded as ``inspect`` decodes them, in order; ValueError naming every one that cannot be read
+    (for callers that need all of them: reviewed images, a benchmark's test set)."""
+    files = ImageFiles(paths, image_size)
+    loaded = [files[i] for i in range(len(files))]
+    unreadable = [f"{item.path}: {item.error}" for item in loaded if item.error is not None]
+    if unreadable:
+        raise ValueError("images that cannot be read: " + "; ".join(unreadable))
+    return loaded
+
+
+def model_views(loaded: Sequence[LoadedImage]) -> np.ndarray:
+    """The model views ``(N, 3, S, S)`` of the readable images among ``loaded``, in order."""
+    return np.stack([item.image for item in loaded if item.image is not None])
+
+
+def read_model_views(paths: Sequence[Path], image_size: tuple[int, int]) -> np.ndarray:
+    """The model views ``(N, 3, S, S)`` of ``paths``, all of which must be readable (see :func:`read_images`)."""
+    return model_views(read_images(paths, image_size))
+
+
 @dataclass
 class ScoredBatch:
     """Loaded images of one batch; ``scores``/``maps`` (``(n, S, S)``) for the readable ones, in their order."""

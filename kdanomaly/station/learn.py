@@ -15,13 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from kdanomaly.engines.graph import load_scoring_graph
 from kdanomaly.engines.runtime import TorchEngine
 from kdanomaly.inspection.calibration import store_calibration
-from kdanomaly.inspection.scoring import ImageFiles, LoadedImage
+from kdanomaly.inspection.scoring import LoadedImage, model_views, read_images
 from kdanomaly.review.decisions import read_decisions
 
 from .defect_types import CROP_SIZE, TeacherEmbedder
@@ -120,19 +119,12 @@ def undo(root: Path) -> Version:
     return station.version()
 
 
-def _loaded(paths: Sequence[Path], image_size: int) -> list[LoadedImage]:
+def _reviewed(paths: Sequence[Path], image_size: int) -> list[LoadedImage]:
     """``paths`` decoded as ``inspect`` does; an unreadable one is an error (a reviewed image should be at hand)."""
-    files = ImageFiles(list(paths), (image_size, image_size))
-    loaded = [files[i] for i in range(len(files))]
-    missing = [f"{item.path}: {item.error}" for item in loaded if item.error is not None]
-    if missing:
-        raise StationError("reviewed images are no longer readable: " + "; ".join(missing))
-    return loaded
-
-
-def _model_views(loaded: list[LoadedImage]) -> np.ndarray:
-    """The model views ``(N, 3, S, S)`` of readable images."""
-    return np.stack([item.image for item in loaded if item.image is not None])
+    try:
+        return read_images(paths, (image_size, image_size))
+    except ValueError as error:
+        raise StationError(f"reviewed images are no longer readable: {error}") from None
 
 
 def _with_false_alarms(checkpoint: Path, false_alarms: list[Path], station: Station, folder: Path) -> Path:
@@ -144,7 +136,7 @@ def _with_false_alarms(checkpoint: Path, false_alarms: list[Path], station: Stat
         graph, _ = load_scoring_graph(checkpoint)
         if not isinstance(graph.model.memory, PositionalMemory):
             raise StationError("learning false alarms needs the positional memory (the station's default)")
-        images = torch.from_numpy(_model_views(_loaded(false_alarms, station.image_size)))
+        images = torch.from_numpy(model_views(_reviewed(false_alarms, station.image_size)))
         with torch.no_grad():
             teacher = graph.model.teacher((images - graph.mean) / graph.std)
             graph.model.memory.add(memory_features(teacher, graph.model.memory_layers))
@@ -178,8 +170,8 @@ def _enrolled(
         else PrototypeMemory(embedder.embedding_dim)
     )
     namer = DefectNamer(embedder, memory, CROP_SIZE)
-    loaded = _loaded([path for path, _, _ in defects], station.image_size)
-    _, maps = _torch_engine(checkpoint)(_model_views(loaded))
+    loaded = _reviewed([path for path, _, _ in defects], station.image_size)
+    _, maps = _torch_engine(checkpoint)(model_views(loaded))
     embeddings, labels, metadata = [], [], []
     for item, anomaly_map, (path, kind, boxes) in zip(loaded, maps, defects, strict=True):
         assert item.display is not None  # readable

@@ -20,7 +20,7 @@ from kdanomaly.engines.cache import cached_export_folder
 from kdanomaly.engines.export import sampled_images, segmentation_head_convolutions
 from kdanomaly.engines.graph import load_scoring_graph
 from kdanomaly.inspection.calibration import calibrate, store_calibration
-from kdanomaly.inspection.scoring import ImageFiles
+from kdanomaly.inspection.scoring import read_model_views
 from tests.support import CATEGORY, IMAGE_SIZE, TrainedRun
 
 MAP_TOLERANCE = 1e-4  # of the map's range, fp32 engines against PyTorch
@@ -28,8 +28,7 @@ AUROC_TOLERANCE = 0.005  # bf16 and int8 against fp32
 
 
 def _images(paths: list[Path]) -> np.ndarray:
-    files = ImageFiles(paths, (IMAGE_SIZE, IMAGE_SIZE))
-    return np.stack([files[i].image for i in range(len(files))])
+    return read_model_views(paths, (IMAGE_SIZE, IMAGE_SIZE))
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from kdanomaly.inspection.scoring import AnomalyScorer, ImageFiles
+from kdanomaly.inspection.scoring import AnomalyScorer, ImageFiles, read_images, read_model_views
 
 
 def test_an_8_bit_image_keeps_its_pixels_for_display_and_scales_them_for_the_model(tmp_path: Path) -> None:
@@ -26,6 +27,15 @@ def test_a_16_bit_image_is_shown_at_8_bits_and_resized_for_the_model(tmp_path: P
     assert item.display.shape == (30, 40, 3) and item.display.dtype == np.uint8
     np.testing.assert_array_equal(item.display[..., 0], np.round(gray / 65535 * 255).astype(np.uint8))
     assert item.image.shape == (3, 16, 16) and item.image.min() >= 0 and item.image.max() <= 1
+
+
+def test_reading_images_all_needed_names_every_unreadable_one(tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "good.png")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    assert read_model_views([tmp_path / "good.png"] * 2, (4, 4)).shape == (2, 3, 4, 4)
+    with pytest.raises(ValueError, match=r"broken\.png") as raised:
+        read_images([tmp_path / "good.png", tmp_path / "broken.png", tmp_path / "missing.png"], (4, 4))
+    assert "missing.png" in str(raised.value) and "good.png" not in str(raised.value)
 
 
 class _Echo:
