@@ -71,12 +71,17 @@ class ResultsTable:
         return frame
 
 
+METRIC_NAMES = {"image_AUROC": "image", "pixel_AUROC": "pixel", "pixel_AUPRO": "AUPRO"}  # leaderboard columns
+
+
 def leaderboard(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per model: image and pixel AUROC on each dataset and their means, best mean pixel AUROC first."""
-    wide = frame.pivot_table(index="model", columns="dataset", values=["image_AUROC", "pixel_AUROC"])
-    wide.columns = [f"{dataset} {metric.split('_')[0]}" for metric, dataset in wide.columns]
-    wide["mean image"] = frame.groupby("model")["image_AUROC"].mean()
-    wide["mean pixel"] = frame.groupby("model")["pixel_AUROC"].mean()
+    """Per model: image AUROC, pixel AUROC and pixel AUPRO on each dataset and their means, best mean pixel AUROC
+    first."""
+    wide = frame.pivot_table(index="model", columns="dataset", values=list(METRIC_NAMES))
+    wide = wide.reindex(columns=[(metric, d) for metric in METRIC_NAMES for d in sorted(set(frame.dataset))])
+    wide.columns = [f"{dataset} {METRIC_NAMES[metric]}" for metric, dataset in wide.columns]
+    for metric, name in METRIC_NAMES.items():
+        wide[f"mean {name}"] = frame.groupby("model")[metric].mean()
     return wide.sort_values(["mean pixel", "mean image"], ascending=False)
 
 
@@ -106,15 +111,15 @@ def _markdown(frame: pd.DataFrame, float_format: str) -> str:
 
 
 def to_png(frame: pd.DataFrame, path: str | Path) -> None:
-    """Grouped bars of mean image and pixel AUROC per model."""
+    """Grouped bars of mean image AUROC, pixel AUROC and pixel AUPRO per model."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    board = leaderboard(frame)[["mean image", "mean pixel"]]
+    board = leaderboard(frame)[[f"mean {name}" for name in METRIC_NAMES.values()]]
     axes = board.plot.barh(figsize=(8, 0.5 * len(board) + 1.5), xlim=(max(0.0, board.min().min() - 0.05), 1.0))
-    axes.set_xlabel("AUROC (mean over datasets)")
+    axes.set_xlabel("AUROC / AUPRO (mean over datasets)")
     axes.invert_yaxis()
     plt.tight_layout()
     plt.savefig(path, dpi=120)
