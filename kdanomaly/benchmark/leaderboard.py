@@ -1,7 +1,8 @@
 """AUROC leaderboard: models x datasets, each cell in its own process; resumable; CSV + Markdown + PNG.
 
-    kdanomaly benchmark --profile cpu --out benchmarks/results/leaderboard_cpu \
-        --datasets mvtec:../shared/datasets/mvtec_ad:bottle magnetic_tile:../shared/datasets/magnetic_tile
+    kdanomaly benchmark --profile cpu --out benchmarks/results/leaderboard \
+        --datasets mvtec:../shared/datasets/mpdd:metal_plate mvtec:../shared/datasets/mvtec_ad:bottle \
+        magnetic_tile:../shared/datasets/magnetic_tile mvtec:../shared/datasets/mvtec_ad:screw
 
 Cells already in ``OUT/results.csv`` are skipped, so an interrupted run continues where it stopped; the trained
 models are kept in ``OUT/checkpoints``.
