@@ -24,7 +24,7 @@ from kdanomaly.inspection.scoring import read_model_views
 from tests.support import CATEGORY, IMAGE_SIZE, TrainedRun
 
 MAP_TOLERANCE = 1e-4  # of the map's range, fp32 engines against PyTorch
-AUROC_TOLERANCE = 0.005  # bf16 and int8 against fp32
+AUROC_TOLERANCE = 0.005  # bf16 and int8 against fp32 (one swapped pair of the 200 is 0.005)
 
 
 def _images(paths: list[Path]) -> np.ndarray:
@@ -83,7 +83,7 @@ def test_bf16_keeps_the_image_auroc(exports: dict[str, Path], test_set: tuple[np
     fp32 = roc_auc_score(labels, open_model(exports["openvino"]).engine(images)[0])
     opened = open_model(exports["openvino"], "openvino", "bf16")
     assert opened.engine.precision == "bf16"
-    assert abs(roc_auc_score(labels, opened.engine(images)[0]) - fp32) <= AUROC_TOLERANCE
+    assert round(abs(roc_auc_score(labels, opened.engine(images)[0]) - fp32), 9) <= AUROC_TOLERANCE  # float noise
 
 
 def test_int8_keeps_the_image_auroc(
@@ -95,7 +95,7 @@ def test_int8_keeps_the_image_auroc(
     model = export_model(checkpoint, tmp_path / "int8", "openvino", "int8", normals)
     opened = open_model(model, "openvino", "int8")
     assert opened.engine.precision == "int8"
-    assert abs(roc_auc_score(labels, opened.engine(images)[0]) - fp32) <= AUROC_TOLERANCE
+    assert round(abs(roc_auc_score(labels, opened.engine(images)[0]) - fp32), 9) <= AUROC_TOLERANCE  # float noise
 
 
 @pytest.mark.parametrize("segmentation", [True, False])
