@@ -194,6 +194,8 @@ def ablation_gains() -> str:
     )
 
 
+VALIDATION_TITLE = "KDAnomaly's defaults, chosen on validation sets"
+VALIDATION_LINK = f"[{VALIDATION_TITLE}](#{Section(VALIDATION_TITLE, (), '').anchor})"
 LEADERBOARD_DATASETS = (f"mvtec:{MPDD}:metal_plate", f"mvtec:{MVTEC}:bottle", f"magnetic_tile:{MAGNETIC_TILE}",
                         f"mvtec:{MVTEC}:screw")  # fmt: skip
 
@@ -233,7 +235,7 @@ def leaderboard_section() -> Section:
         magnetic tiles through `kdanomaly.data.magnetic_tile.MagneticTile` (`MT_Free` permuted with seed 0, half
         for training, the other half and every defect image with its mask for testing). None of them was used to
         choose a default: KDAnomaly's defaults were frozen on validation sets of training normals with synthetic
-        defects before this run (next section). `folder:ROOT` takes your own `good/`, `defect/` and optional
+        defects before this run ({VALIDATION_LINK}). `folder:ROOT` takes your own `good/`, `defect/` and optional
         `masks/`; `mvtec:ROOT:all` expands to the 15 MVTec AD categories. Wall time ({wall["source"]}): {runs}.""",
         f"""Protocol, the same for every model (`cpu` profile of `kdanomaly/benchmark/contenders.py`):
         `tf_efficientnet_lite0` with the same offline ImageNet weights, 256{TIMES}256 input normalised with the
@@ -323,7 +325,7 @@ def validation_choices_section() -> Section:
         table(header, body_rows, "llr" + "r" * len(datasets)),
         f"Chosen: **{design}**, memory weight **{weight:g}**, fusion statistics **{standardise}**.",
     )
-    return Section("KDAnomaly's defaults, chosen on validation sets", ("validation_choices.csv",), body)
+    return Section(VALIDATION_TITLE, ("validation_choices.csv",), body)
 
 
 def station_naming_section() -> Section:
@@ -1101,10 +1103,10 @@ def benchmarks_readme(sections: Sequence[Section]) -> str:
     """The whole of benchmarks/README.md."""
     head = paragraphs(
         "# Benchmark results",
-        """Written by `python -m benchmarks.readme` from the result files in [`results/`](results/); do not edit it
+        f"""Written by `python -m benchmarks.readme` from the result files in [`results/`](results/); do not edit it
         by hand. Every table is rendered from the files named under its section; each section gives the command
         that wrote them and the machine they record. The benchmark scripts are run by hand, not by the tests.
-        KDAnomaly's defaults changed to the configuration chosen on validation sets (second section) after most of
+        KDAnomaly's defaults changed to the configuration chosen in {VALIDATION_LINK} after most of
         these files were written: the leaderboard measures the new defaults, the sections on the validation choice
         and on defect naming measure both configurations; the others measured the earlier defaults (forward
         student, memory weight 0.7), and their commands now measure the new ones.""",

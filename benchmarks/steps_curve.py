@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from kdanomaly.benchmark.results_table import ResultsTable
+from kdanomaly.benchmark.results_table import METRIC_NAMES, ResultsTable
 
 MODEL, DISTILLATION_ALONE = "KDAnomaly", "KDAnomaly+SimAM+SSPCAB"  # the cell's two rows (contenders.DISTILLATION_ONLY)
-METRICS = {"image_AUROC": "image AUROC", "pixel_AUROC": "pixel AUROC", "pixel_AUPRO": "pixel AUPRO"}
 
 
 def curve(out: Path) -> pd.DataFrame:
@@ -40,7 +39,8 @@ def draw(frame: pd.DataFrame, path: Path) -> None:
     from matplotlib import pyplot as plt
 
     figure, axes = plt.subplots(figsize=(9, 4))
-    for (metric, label), colour in zip(METRICS.items(), ("C0", "C1", "C2"), strict=True):
+    for metric, colour in zip(METRIC_NAMES, ("C0", "C1", "C2"), strict=True):
+        label = metric.replace("_", " ")
         for model, style in ((MODEL, "-"), (DISTILLATION_ALONE, "--")):
             rows = frame[frame.model == model]
             name = label if model == MODEL else f"{label}, distillation alone"

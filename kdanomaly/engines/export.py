@@ -194,12 +194,11 @@ def _check_close(
 
 def sampled_images(images: Sequence[Path], image_size: tuple[int, int], count: int = INT8_CALIBRATION_IMAGES):
     """Up to ``count`` of ``images`` (evenly spaced), decoded and resized as ``inspect`` does, ``(N, 3, H, W)``."""
-    from kdanomaly.inspection.scoring import ImageFiles
+    from kdanomaly.inspection.scoring import ImageFiles, model_views
 
     picked = [images[int(i)] for i in np.linspace(0, len(images) - 1, min(count, len(images)))] if images else []
     files = ImageFiles(picked, image_size)
     loaded = [files[i] for i in range(len(files))]
-    readable = [item.image for item in loaded if item.image is not None]
-    if not readable:
+    if all(item.image is None for item in loaded):
         raise ValueError("no readable good images to calibrate the int8 quantization on")
-    return np.stack(readable)
+    return model_views(loaded)
