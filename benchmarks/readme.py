@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from benchmarks import detect_neu_table
-from kdanomaly.benchmark.results_table import ResultsTable, leaderboard, to_markdown
+from kdanomaly.benchmark.results_table import METRIC_NAMES, ResultsTable, leaderboard, to_markdown
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -141,16 +141,19 @@ def signed(value: float) -> str:
 # -------------------------------------------------------------------------------------------------- leaderboard
 
 
-def contenders_constants() -> tuple[list[str], dict[str, str]]:
-    """``ABLATION`` and ``UNAVAILABLE`` of kdanomaly/benchmark/contenders.py, read without importing Anomalib."""
-    values = {}
+def contenders_constant(name: str) -> Any:
+    """The literal value of ``name`` in kdanomaly/benchmark/contenders.py, read without importing Anomalib."""
     for node in ast.parse(CONTENDERS.read_text()).body:
         if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            for target in targets:
-                if isinstance(target, ast.Name) and target.id in ("ABLATION", "UNAVAILABLE"):
-                    values[target.id] = ast.literal_eval(node.value)
-    return values["ABLATION"], values["UNAVAILABLE"]
+            if any(isinstance(target, ast.Name) and target.id == name for target in targets):
+                return ast.literal_eval(node.value)
+    raise KeyError(f"{CONTENDERS} assigns no literal {name}")
+
+
+def contenders_constants() -> tuple[list[str], dict[str, str]]:
+    """``ABLATION`` and ``UNAVAILABLE`` of kdanomaly/benchmark/contenders.py."""
+    return contenders_constant("ABLATION"), contenders_constant("UNAVAILABLE")
 
 
 def leaderboard_frame() -> pd.DataFrame:
@@ -167,14 +170,15 @@ def leaderboard_markdown() -> str:
     return markdown
 
 
-def ablation_gains() -> str:
-    """Each ablation variant's image / pixel AUROC minus plain distillation's, on the datasets plain has run on."""
+def ablation_gains() -> tuple[str, ...]:
+    """Each ablation variant's image / pixel AUROC minus plain distillation's, on the datasets plain has run on:
+    the Markdown blocks of the explanation and the table."""
     ablation, _ = contenders_constants()
     frame = leaderboard_frame()
     plain = frame[frame.model == ablation[0]].set_index("dataset")
     if plain.empty:
         trainings = ", ".join(f"`{model}`" for model in ablation[:-2])
-        return f"The ablation trainings ({trainings}) are not in `results.csv` yet."
+        return (f"The ablation trainings ({trainings}) are not in `results.csv` yet.",)
     datasets = sorted(plain.index)
     rows = []
     for model in ablation[1:]:
@@ -189,9 +193,7 @@ def ablation_gains() -> str:
         rows.append([model, *gains])
     intro = """The ablation as differences to plain distillation (`KDAnomaly-plain`), image / pixel AUROC. One seed:
         differences of a few thousandths are within noise."""
-    return paragraphs(
-        intro, table(["model", *(f"{d}, image / pixel" for d in datasets)], rows, "l" + "r" * len(datasets))
-    )
+    return intro, table(["model", *(f"{d}, image / pixel" for d in datasets)], rows, "l" + "r" * len(datasets))
 
 
 VALIDATION_TITLE = "KDAnomaly's defaults, chosen on validation sets"
@@ -257,7 +259,7 @@ def leaderboard_section() -> Section:
         trainings of their own, also without memory.""",
         leaderboard_markdown(),
         f"![Mean image AUROC, pixel AUROC and pixel AUPRO per model](results/{LEADERBOARD}/leaderboard.png)",
-        ablation_gains(),
+        *ablation_gains(),
         "### Inference time, side by side",
         """The per-cell timings come from separate processes at different moments. `benchmarks/speed_ratio.py`
         times the checkpoints the run kept side by side: per dataset, same process, the same 16 test images,
@@ -276,6 +278,38 @@ def leaderboard_section() -> Section:
     )
     names = ("results.csv", "leaderboard.md", "leaderboard.png", "speed_ratio.json", "wall_time.json")
     return Section("Leaderboard: KDAnomaly against Anomalib's models", tuple(f"{LEADERBOARD}/{n}" for n in names), body)
+
+
+def steps_curve_section() -> Section:
+    from benchmarks.steps_curve import DISTILLATION_ALONE, MODEL, curve
+
+    frame = curve(RESULTS / "steps_curve")
+    dataset = frame.dataset.iloc[0]
+    budgets = sorted(set(frame.steps))
+    rows = []
+    for steps in budgets:
+        cells = frame[frame.steps == steps].set_index("model")
+        full, alone = cells.loc[MODEL], cells.loc[DISTILLATION_ALONE]
+        metrics = [*(auroc(full[m]) for m in METRIC_NAMES), *(auroc(alone[m]) for m in METRIC_NAMES)]
+        rows.append([steps, *metrics, f"{full.train_seconds:.0f}"])
+    names = list(METRIC_NAMES.values())
+    body = paragraphs(
+        f"""Where KDAnomaly's training saturates: the leaderboard's `cpu` protocol with other step budgets (batch 8),
+        each budget a run of its own, on MVTec AD `{dataset}`. Every cell also scores the full model's student
+        alone (memory off), as the leaderboard does. Budgets run so far: {", ".join(map(str, budgets))} of
+        {", ".join(map(str, contenders_constant("STEPS_CURVE")))}; the run resumes at the first unfinished one.""",
+        command(
+            *wrapped(
+                f"python -m benchmarks.steps_curve --dataset mvtec:{MVTEC}:{dataset}",
+                "--out benchmarks/results/steps_curve",
+            )
+        ),
+        machine(*(("steps_curve/steps*/results.csv", value) for value in sorted(set(frame.machine)))),
+        table(["steps", *names, *(f"alone: {name}" for name in names), "train s"], rows, "r" * 8),
+        "![KDAnomaly's AUROC and AUPRO against training steps](results/steps_curve/steps_curve.png)",
+    )
+    files = (*(f"steps_curve/steps{steps}/results.csv" for steps in budgets), "steps_curve/steps_curve.png")
+    return Section("KDAnomaly against training steps", files, body)
 
 
 # ---------------------------------------------------------------------------------------------------- KDAnomaly
@@ -1082,6 +1116,7 @@ def memory_scale_section() -> Section:
 
 SECTIONS: tuple[Callable[[], Section], ...] = (
     leaderboard_section,
+    steps_curve_section,
     validation_choices_section,
     station_naming_section,
     kdad_bottle_section,
