@@ -59,6 +59,13 @@ def wait_until(condition: Callable[[], Any], what: str, timeout: float = 10.0) -
     raise AssertionError(f"timed out waiting for {what}")
 
 
+NAVIGATING = "Inspected target navigated or closed"  # DevTools' answer to a call that raced a page load
+
+
+class Navigating(Exception):
+    """A DevTools call reached the page while it was being replaced by a load."""
+
+
 class DevTools:
     """A minimal Chrome DevTools Protocol client of one page: commands, and the page's errors kept as they come."""
 
@@ -73,6 +80,8 @@ class DevTools:
         while True:
             message = json.loads(self.socket.recv())
             if message.get("id") == self.calls:
+                if message.get("error", {}).get("message") == NAVIGATING:
+                    raise Navigating(method)
                 assert "error" not in message, message["error"]
                 return message["result"]
             self._keep_errors(message)
@@ -123,7 +132,14 @@ class DevTools:
             self.call("Page.reload")
         else:
             self.call("Page.navigate", url=url)
-        wait_until(lambda: self.evaluate("document.body && document.body.dataset.ready === 'true'"), "the queue")
+        wait_until(self._loaded, "the queue")
+
+    def _loaded(self) -> bool:
+        """Whether the page has loaded its queue; False while the load is still replacing the old page."""
+        try:
+            return bool(self.evaluate("document.body && document.body.dataset.ready === 'true'"))
+        except Navigating:
+            return False
 
 
 @contextmanager
