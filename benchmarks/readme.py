@@ -113,7 +113,7 @@ def auroc(value: float) -> str:
 
 def triple(board_row: pd.Series) -> str:
     """Mean image AUROC / pixel AUROC / pixel AUPRO of a leaderboard row."""
-    return " / ".join(auroc(board_row[f"mean {name}"]) for name in ("image", "pixel", "AUPRO"))
+    return " / ".join(auroc(board_row[f"mean {name}"]) for name in METRIC_NAMES.values())
 
 
 def pair(cell: dict[str, float]) -> str:
