@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from tqdm import tqdm
 
+from kdanomaly.benchmark.child_process import run_child
 from kdanomaly.benchmark.contenders import ABLATION, MODELS, PROFILES, UNAVAILABLE, DatasetSpec, expand_datasets
 from kdanomaly.benchmark.results_table import ResultsTable, to_markdown, to_png
 from kdanomaly.weights import PACKAGED_CHECKPOINTS, cached_weights, hub_reachable, install_packaged_weights
@@ -60,7 +60,7 @@ def run_leaderboard(models: list[str], datasets: list[DatasetSpec], profile: str
                 f"--checkpoints={out / 'checkpoints'}",
                 f"--json={row_file}",
             ]
-            subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+            run_child(command, env)
             for row in json.loads(row_file.read_text()):
                 table.append(row)
     frame = table.frame()
