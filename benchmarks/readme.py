@@ -1142,9 +1142,9 @@ def benchmarks_readme(sections: Sequence[Section]) -> str:
         by hand. Every table is rendered from the files named under its section; each section gives the command
         that wrote them and the machine they record. The benchmark scripts are run by hand, not by the tests.
         KDAnomaly's defaults changed to the configuration chosen in {VALIDATION_LINK} after most of
-        these files were written: the leaderboard measures the new defaults, the sections on the validation choice
-        and on defect naming measure both configurations; the others measured the earlier defaults (forward
-        student, memory weight 0.7), and their commands now measure the new ones.""",
+        these files were written: the leaderboard, the steps curve and the station loop measure the new defaults,
+        the sections on the validation choice and on defect naming measure both configurations; the others measured
+        the earlier defaults (forward student, memory weight 0.7), and their commands now measure the new ones.""",
         "\n".join(f"- [{section.title}](#{section.anchor})" for section in sections),
     )
     return "\n".join([head + "\n", *(section.markdown() for section in sections)])
