@@ -5,7 +5,7 @@ ground truth decide the reviewed images, ``learn``, repeat.
         --dataset magnetic_tile:../shared/datasets/magnetic_tile --dataset screw:../shared/datasets/mvtec_ad/screw
 
 Per dataset (seeded): ``--fit-images`` good images make the station (``kdanomaly fit``, its defaults but
-``--false-review-rate`` and ``--steps``); the other good images and every defect image are shuffled into
+``--false-review-rate``); the other good images and every defect image are shuffled into
 ``--rounds`` rounds. Round r is inspected with the station as it is after learning rounds 0..r-1; the reviewer
 (the ground truth) marks every image sent to review as a false alarm or as a defect of its true type, and
 ``kdanomaly learn`` makes the next version. Reported per round, on that round's images: the share of good images
@@ -137,7 +137,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("results/station_loop"), help="stations and runs")
     parser.add_argument("--fit-images", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=FitOptions.steps)
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--false-review-rate", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
