@@ -696,7 +696,7 @@ def station_loop_section() -> Section:
         folders.""",
         command(
             *wrapped(
-                "python -m benchmarks.station_loop --out benchmarks/results/station_loop.json --steps 200",
+                "python -m benchmarks.station_loop --out benchmarks/results/station_loop.json",
                 f"--dataset magnetic_tile:{MAGNETIC_TILE} --dataset screw:{MVTEC}/screw",
             )
         ),
