@@ -3,14 +3,15 @@
 Each dataset's training normals are split (seed 0, 20 % held out, :mod:`kdanomaly.data.validation_split`); a
 configuration trains on the rest for ``--steps`` optimiser steps (batch 8, 256 px, seed 0) and is scored on the
 held-out normals and the same images with blended defects, at every memory weight of ``--memory-weights`` and
-every standardisation of ``--fusion-statistics`` (the trained model is evaluated again with only the fusion
-changed). Rows are appended to ``--out`` as they
-finish; finished (configuration, dataset, steps) cells are skipped, so an interrupted run resumes.
+every standardisation of ``--fusion-statistics`` and every positional memory of ``--memories`` (``WINDOWxSIZE``;
+the trained model is evaluated again with only the fusion or the memory changed). Rows are appended to ``--out`` as
+they finish; finished (configuration, dataset, steps, statistics, memory) cells are skipped, so an interrupted run
+resumes.
 
 The rule, fixed before the rows were seen (:func:`choose`): the student-teacher design is the configuration with
 the best mean of image AUROC, pixel AUROC and pixel AUPRO of its distillation map alone (memory weight 0),
-averaged over the datasets; the fusion (memory weight and standardisation) is then the one with the best such
-mean for that configuration.
+averaged over the datasets; the fusion (memory weight, standardisation and memory) is then the one with the best
+such mean for that configuration.
 
     python -m benchmarks.validation_choices --work /tmp/validation --out benchmarks/results/validation_choices.csv \
         --datasets mvtec:../shared/datasets/mvtec_ad:screw magnetic_tile:../shared/datasets/magnetic_tile
@@ -23,7 +24,7 @@ import csv
 import platform
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from lightning.pytorch import seed_everything
@@ -38,6 +39,7 @@ from kdanomaly.benchmark.contenders import (
 )
 from kdanomaly.benchmark.evaluation import evaluate, fit_and_evaluate
 from kdanomaly.data.validation_split import SPLIT_FILE, write_validation_set
+from kdanomaly.models.kdad.positional_memory import PositionalMemory
 
 CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "forward": {},
@@ -51,8 +53,18 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
     },
 }
 METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO")
-FIELDS = ["configuration", "dataset", "steps", "fusion_statistics", "memory_weight", *METRICS, "train_seconds",
-          "machine"]  # fmt: skip
+FIELDS = ["configuration", "dataset", "steps", "fusion_statistics", "memory_window", "memory_size", "memory_weight",
+          *METRICS, "train_seconds", "machine"]  # fmt: skip
+Memory = tuple[int, int]  # positional memory (window, size)
+
+
+def parse_memory(text: str) -> Memory:
+    """``"3x128"`` -> ``(3, 128)``: a positional memory's window and size."""
+    window, _, size = text.partition("x")
+    try:
+        return int(window), int(size)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a memory as WINDOWxSIZE, e.g. 3x128, got {text!r}") from None
 
 
 def validation_set(spec: DatasetSpec, work: Path) -> DatasetSpec:
@@ -64,9 +76,10 @@ def validation_set(spec: DatasetSpec, work: Path) -> DatasetSpec:
 
 
 def run(
-    configuration: str, spec: DatasetSpec, steps: int, memory_weights: list[float], statistics: list[str]
+    configuration: str, spec: DatasetSpec, steps: int, memory_weights: list[float], fusions: list[tuple[str, Memory]]
 ) -> list[dict[str, Any]]:
-    """Train one configuration on one validation set and score it at every memory weight and standardisation."""
+    """Train one configuration on one validation set and score it at every memory weight of every (standardisation,
+    memory) fusion."""
     seed_everything(0, workers=True)
     model = KDAnomaly(
         BACKBONE, DISTILLED_LAYERS, memory_weight=0.5, **CONFIGURATIONS[configuration], **common_components()
@@ -78,29 +91,43 @@ def run(
             model, datamodule, Path(scratch), max_steps=steps, max_epochs=-1, **NO_VALIDATION_DURING_FIT
         )
         rows = []
-        for standardise in statistics:
+        for standardise, (window, size) in fusions:
             model.model.map_statistics.standardise = standardise  # type: ignore[assignment]
-            model._memory_stale = True  # the next evaluation with memory recomputes the statistics
+            model.model.memory = PositionalMemory(window, size)
+            model._memory_stale = True  # the next evaluation with memory rebuilds it and the statistics
             for weight in memory_weights:
                 model.model.memory_weight = weight
                 metrics = evaluate(fitted.engine, model, datamodule, fitted.outputs)
                 rows.append({
                     "configuration": configuration, "dataset": spec.name, "steps": steps,
-                    "fusion_statistics": standardise, "memory_weight": weight,
+                    "fusion_statistics": standardise, "memory_window": window, "memory_size": size,
+                    "memory_weight": weight,
                     **{key: round(float(metrics[key]), 4) for key in METRICS},
                     "train_seconds": round(fitted.train_seconds, 1), "machine": machine,
                 })  # fmt: skip
     return rows
 
 
-def choose(rows: list[dict[str, str]]) -> tuple[str, float, str]:
-    """``(configuration, memory weight, fusion statistics)`` by the rule of the module docstring, from the CSV."""
+class Choice(NamedTuple):
+    """The defaults the validation rows choose."""
 
-    def score(configuration: str, weight: float, standardise: str | None) -> float:
+    configuration: str
+    memory_weight: float
+    fusion_statistics: str
+    memory: Memory
+
+
+def choose(rows: list[dict[str, str]]) -> Choice:
+    """The choice by the rule of the module docstring, from the CSV's rows."""
+
+    def memory(row: dict[str, str]) -> Memory:
+        return int(row["memory_window"]), int(row["memory_size"])
+
+    def score(configuration: str, weight: float, standardise: str | None = None, kept: Memory | None = None) -> float:
         cells = [
             r for r in rows
             if r["configuration"] == configuration and float(r["memory_weight"]) == weight
-            and standardise in (None, r["fusion_statistics"])
+            and standardise in (None, r["fusion_statistics"]) and kept in (None, memory(r))
         ]  # fmt: skip
         return sum(float(r[m]) for r in cells for m in METRICS) / (len(METRICS) * len(cells))
 
@@ -110,10 +137,10 @@ def choose(rows: list[dict[str, str]]) -> tuple[str, float, str]:
         raise ValueError(f"the configurations were not run on the same datasets: {covered}")
     design = max(configurations, key=lambda configuration: score(configuration, 0.0, None))
     fusions = sorted(
-        {(float(r["memory_weight"]), r["fusion_statistics"]) for r in rows if r["configuration"] == design}
+        {(float(r["memory_weight"]), r["fusion_statistics"], memory(r)) for r in rows if r["configuration"] == design}
     )
-    weight, standardise = max(fusions, key=lambda fusion: score(design, *fusion))
-    return design, weight, standardise
+    weight, standardise, kept = max(fusions, key=lambda fusion: score(design, *fusion))
+    return Choice(design, weight, standardise, kept)
 
 
 def main() -> None:
@@ -123,6 +150,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--memory-weights", type=float, nargs="+", default=[0.0, 0.3, 0.5, 0.7, 1.0])
     parser.add_argument("--fusion-statistics", nargs="+", default=["pixels", "image_max"])
+    parser.add_argument("--memories", nargs="+", type=parse_memory, default=[(1, 128)], help="WINDOWxSIZE each")
     parser.add_argument("--work", type=Path, required=True, help="scratch folder for the validation sets")
     parser.add_argument("--out", type=Path, required=True, help="CSV the rows are appended to")
     args = parser.parse_args()
@@ -130,13 +158,19 @@ def main() -> None:
     if args.out.is_file():
         with args.out.open() as file:
             done = {
-                (row["configuration"], row["dataset"], int(row["steps"]), row["fusion_statistics"])
+                (row["configuration"], row["dataset"], int(row["steps"]), row["fusion_statistics"],
+                 (int(row["memory_window"]), int(row["memory_size"])))
                 for row in csv.DictReader(file)
-            }
+            }  # fmt: skip
     for spec in args.datasets:
         validation = validation_set(spec, args.work)
         for configuration in args.configurations:
-            missing = [s for s in args.fusion_statistics if (configuration, spec.name, args.steps, s) not in done]
+            missing = [
+                (standardise, memory)
+                for standardise in args.fusion_statistics
+                for memory in args.memories
+                if (configuration, spec.name, args.steps, standardise, memory) not in done
+            ]
             if not missing:
                 continue
             rows = run(configuration, validation, args.steps, args.memory_weights, missing)

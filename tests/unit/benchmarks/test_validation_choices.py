@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
-from benchmarks.validation_choices import choose
+from benchmarks.validation_choices import choose, parse_memory
 
 
-def _row(configuration: str, dataset: str, weight: float, statistics: str, value: float) -> dict[str, str]:
+def _row(
+    configuration: str, dataset: str, weight: float, statistics: str, value: float, memory: str = "1x128"
+) -> dict[str, str]:
     metrics = {"image_AUROC": value, "pixel_AUROC": value, "pixel_AUPRO": value}
+    window, size = memory.split("x")
     return {"configuration": configuration, "dataset": dataset, "memory_weight": str(weight),
-            "fusion_statistics": statistics, **{k: str(v) for k, v in metrics.items()}}  # fmt: skip
+            "fusion_statistics": statistics, "memory_window": window, "memory_size": size,
+            **{k: str(v) for k, v in metrics.items()}}  # fmt: skip
 
 
 def test_design_is_chosen_on_the_distillation_map_alone_then_the_fusion_for_it() -> None:
@@ -22,7 +28,24 @@ def test_design_is_chosen_on_the_distillation_map_alone_then_the_fusion_for_it()
         _row("a", "x", 0.5, "image_max", 0.93), _row("a", "y", 0.5, "image_max", 0.84),
         _row("b", "x", 0.5, "pixels", 0.99), _row("b", "y", 0.5, "pixels", 0.99),
     ]  # fmt: skip
-    assert choose(rows) == ("a", 0.5, "image_max")
+    assert choose(rows) == ("a", 0.5, "image_max", (1, 128))
+
+
+def test_the_memory_is_chosen_with_its_weight_by_the_mean_over_datasets() -> None:
+    rows = [
+        _row("a", "x", 0.0, "image_max", 0.8), _row("a", "y", 0.0, "image_max", 0.8),
+        # 3x128 wins on x alone, 5x128 on the mean over x and y; the weight goes with the memory.
+        _row("a", "x", 0.5, "image_max", 0.99, "3x128"), _row("a", "y", 0.5, "image_max", 0.7, "3x128"),
+        _row("a", "x", 0.7, "image_max", 0.9, "5x128"), _row("a", "y", 0.7, "image_max", 0.9, "5x128"),
+        _row("a", "x", 0.5, "image_max", 0.85, "5x128"), _row("a", "y", 0.5, "image_max", 0.85, "5x128"),
+    ]  # fmt: skip
+    assert choose(rows) == ("a", 0.7, "image_max", (5, 128))
+
+
+def test_a_memory_is_written_window_x_size() -> None:
+    assert parse_memory("3x256") == (3, 256)
+    with pytest.raises(argparse.ArgumentTypeError, match="WINDOWxSIZE"):
+        parse_memory("3-256")
 
 
 def test_configurations_run_on_different_datasets_are_not_compared() -> None:
