@@ -46,6 +46,7 @@ from .torch_model import KDADModel, MemoryKind
 DEFAULT_LAYERS = ("blocks.1", "blocks.2", "blocks.4")
 DEFAULT_IMAGE_SIZE = (256, 256)
 DEFAULT_MEMORY_WEIGHT = 0.5  # chosen on validation sets: benchmarks/validation_choices.py
+DEFAULT_MEMORY_SIZE = 512  # normal patches kept per position, chosen on validation sets as well
 
 
 class KDAnomaly(AnomalibModule):
@@ -101,7 +102,7 @@ class KDAnomaly(AnomalibModule):
         memory_layers: Sequence[str] | None = None,
         memory_kind: MemoryKind = "positional",
         memory_window: int = 1,
-        memory_size: int = 128,
+        memory_size: int = DEFAULT_MEMORY_SIZE,
         coreset_ratio: float = 0.1,
         learning_rate: float = 1e-3,
         weight_decay: float = 1e-5,

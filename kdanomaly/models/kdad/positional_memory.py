@@ -49,7 +49,7 @@ class PositionalMemory(nn.Module):
     ones, so engines that sum in another order (ONNX Runtime, OpenVINO) agree with PyTorch to float precision.
     """
 
-    def __init__(self, window: int = 1, size: int = 128) -> None:
+    def __init__(self, window: int = 1, size: int = 512) -> None:
         super().__init__()
         if window < 1 or window % 2 == 0:
             raise ValueError(f"memory window must be an odd positive number, got {window}")

@@ -87,7 +87,7 @@ class KDADModel(nn.Module):
         memory_layers: Sequence[str] | None = None,
         memory_kind: MemoryKind = "positional",
         memory_window: int = 1,
-        memory_size: int = 128,
+        memory_size: int = 512,
         coreset_ratio: float = 0.1,
     ) -> None:
         super().__init__()
