@@ -31,6 +31,7 @@ RESULTS = REPO / "benchmarks" / "results"
 BENCHMARKS_README = REPO / "benchmarks" / "README.md"
 TOP_README = REPO / "README.md"
 CONTENDERS = REPO / "kdanomaly" / "benchmark" / "contenders.py"
+KDAD_LIGHTNING_MODEL = REPO / "kdanomaly" / "models" / "kdad" / "lightning_model.py"
 LEADERBOARD = "leaderboard"
 BEGIN = "<!-- results table: written by `python -m benchmarks.readme` from benchmarks/results/, do not edit -->"
 END = "<!-- end of results table -->"
@@ -81,6 +82,8 @@ def paragraphs(*parts: str) -> str:
     blocks = []
     for part in parts:
         text = part.strip("\n")
+        if not text:
+            continue
         verbatim = text.startswith(("```", "|", "- "))
         blocks.append(text if verbatim else " ".join(text.split()))
     return "\n\n".join(blocks)
@@ -142,19 +145,34 @@ def signed(value: float) -> str:
 # -------------------------------------------------------------------------------------------------- leaderboard
 
 
-def contenders_constant(name: str) -> Any:
-    """The literal value of ``name`` in kdanomaly/benchmark/contenders.py, read without importing Anomalib."""
-    for node in ast.parse(CONTENDERS.read_text()).body:
+def source_literal(name: str, module: Path = CONTENDERS) -> Any:
+    """The literal value of ``name`` in ``module`` (kdanomaly/benchmark/contenders.py), read without importing
+    Anomalib."""
+    for node in ast.parse(module.read_text()).body:
         if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             if any(isinstance(target, ast.Name) and target.id == name for target in targets):
                 return ast.literal_eval(node.value)
-    raise KeyError(f"{CONTENDERS} assigns no literal {name}")
+    raise KeyError(f"{module} assigns no literal {name}")
+
+
+def earlier_memory_note(ratio: dict[str, Any]) -> str:
+    """A warning when the side-by-side timing ran KDAnomaly with another memory size than its default, else ''."""
+    from benchmarks.speed_ratio import MEMORY_SIZE_KEY
+
+    default = source_literal("DEFAULT_MEMORY_SIZE", KDAD_LIGHTNING_MODEL)
+    timed = sorted({cell[MEMORY_SIZE_KEY] for cell in ratio["datasets"].values()})
+    if timed == [default]:
+        return ""
+    return f"""These timings are of KDAnomaly with {" / ".join(map(str, timed))} normal patches per position, not
+        its current default of {default}: they were measured before KDAnomaly's leaderboard cells were re-run with
+        the current default, and that re-run made no Patchcore checkpoints to time beside it. The per-cell ms
+        columns of the leaderboard are of the current default, each cell timed in its own process."""
 
 
 def contenders_constants() -> tuple[list[str], dict[str, str]]:
     """``ABLATION`` and ``UNAVAILABLE`` of kdanomaly/benchmark/contenders.py."""
-    return contenders_constant("ABLATION"), contenders_constant("UNAVAILABLE")
+    return source_literal("ABLATION"), source_literal("UNAVAILABLE")
 
 
 def leaderboard_frame() -> pd.DataFrame:
@@ -220,7 +238,9 @@ def leaderboard_section() -> Section:
     ratio = load(f"{LEADERBOARD}/speed_ratio.json")
     wall = load(f"{LEADERBOARD}/wall_time.json")
     runs = "; ".join(
-        f"{run['hours']:.1f} h for {run['cells']} cells of {', '.join(run['models'])}" for run in wall["runs"]
+        f"{run['hours']:.1f} h for {run['cells']} cells of {', '.join(run['models'])}"
+        + (f" ({run['why']})" if "why" in run else "")
+        for run in wall["runs"]
     )
     body = paragraphs(
         """Image AUROC, pixel AUROC and pixel AUPRO of KDAnomaly and Anomalib's own Padim, Patchcore and Stfpm on
@@ -276,6 +296,7 @@ def leaderboard_section() -> Section:
             speed_rows(ratio),
             "llrrr",
         ),
+        earlier_memory_note(ratio),
     )
     names = ("results.csv", "leaderboard.md", "leaderboard.png", "speed_ratio.json", "wall_time.json")
     return Section("Leaderboard: KDAnomaly against Anomalib's models", tuple(f"{LEADERBOARD}/{n}" for n in names), body)
@@ -298,7 +319,7 @@ def steps_curve_section() -> Section:
         f"""Where KDAnomaly's training saturates: the leaderboard's `cpu` protocol with other step budgets (batch 8),
         each budget a run of its own, on MVTec AD `{dataset}`. Every cell also scores the full model's student
         alone (memory off), as the leaderboard does. Budgets run so far: {", ".join(map(str, budgets))} of
-        {", ".join(map(str, contenders_constant("STEPS_CURVE")))}; the run resumes at the first unfinished one.""",
+        {", ".join(map(str, source_literal("STEPS_CURVE")))}; the run resumes at the first unfinished one.""",
         command(
             *wrapped(
                 f"python -m benchmarks.steps_curve --dataset mvtec:{MVTEC}:{dataset}",
@@ -347,6 +368,7 @@ def validation_choices_section() -> Section:
         return int(row["memory_window"]), int(row["memory_size"]), float(row["memory_weight"])
 
     memory_cells = {(*memory_key(r), r["dataset"]): r for r in memory_rows}
+
     def mean(row_cells: list[dict[str, str]]) -> str:
         return auroc(sum(float(r[m]) for r in row_cells for m in METRICS) / (len(METRICS) * len(row_cells)))
 
@@ -1188,9 +1210,12 @@ def benchmarks_readme(sections: Sequence[Section]) -> str:
         by hand. Every table is rendered from the files named under its section; each section gives the command
         that wrote them and the machine they record. The benchmark scripts are run by hand, not by the tests.
         KDAnomaly's defaults changed to the configuration chosen in {VALIDATION_LINK} after most of
-        these files were written: the leaderboard, the steps curve and the station loop measure the new defaults,
+        these files were written: the leaderboard, the steps curve and the station loop measure the new design,
         the sections on the validation choice and on defect naming measure both configurations; the others measured
-        the earlier defaults (forward student, memory weight 0.7), and their commands now measure the new ones.""",
+        the earlier defaults (forward student, memory weight 0.7), and their commands now measure the new ones.
+        The memory's size (512 normal patches per position) was chosen last: of the files above, only the
+        leaderboard's KDAnomaly cells and the validation stage that chose it use it; the steps curve, the station
+        loop and the side-by-side timing kept 128.""",
         "\n".join(f"- [{section.title}](#{section.anchor})" for section in sections),
     )
     return "\n".join([head + "\n", *(section.markdown() for section in sections)])
@@ -1225,6 +1250,7 @@ def summary_rows(links: dict[Callable[[], Section], str]) -> list[list[str]]:
     engines = load("engine_speed.json")["pipeline"]
     bottle = load("engine_accuracy.json")["datasets"]["bottle"]
     loop = load("station_loop.json")["datasets"]
+    speed = load(f"{LEADERBOARD}/speed_ratio.json")
     low, high = screening["interval"]
     neu, tiles = load("fewshot_neu.json")["novel"], load("fewshot_mt.json")["accuracy"]
     small = load("fewshot_neu_small_200px.json")["small"]["recognizer/backbone"]["10/class"]
@@ -1246,10 +1272,11 @@ def summary_rows(links: dict[Callable[[], Section], str]) -> list[list[str]]:
             links[leaderboard_section],
         ],
         [
-            "Inference time, KDAnomaly / Patchcore (10 % coreset), side by side, batch 1 / 16",
+            "Inference time, KDAnomaly / Patchcore (10 % coreset), side by side, batch 1 / 16"
+            + (" (KDAnomaly with an earlier memory size)" if earlier_memory_note(speed) else ""),
             "; ".join(
                 f"{dataset} {cell['ratio_Patchcore_batch1']:.2f} / {cell['ratio_Patchcore_batch16']:.2f}"
-                for dataset, cell in load(f"{LEADERBOARD}/speed_ratio.json")["datasets"].items()
+                for dataset, cell in speed["datasets"].items()
             ),
             links[leaderboard_section],
         ],

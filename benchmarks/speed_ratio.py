@@ -35,6 +35,9 @@ from kdanomaly.benchmark.contenders import (
 )
 from kdanomaly.benchmark.patchcore import KCenterPatchcore
 from kdanomaly.benchmark.timing import inference_ms_per_image, timing_images
+from kdanomaly.models.kdad.positional_memory import PositionalMemory
+
+MEMORY_SIZE_KEY = "KDAnomaly_memory_size"
 
 
 def load(name: str, checkpoint: Path, profile: str) -> AnomalibModule:
@@ -51,7 +54,9 @@ def load(name: str, checkpoint: Path, profile: str) -> AnomalibModule:
     raise ValueError(f"no side-by-side timing for {name!r}; use Stfpm or Patchcore")
 
 
-def side_by_side(dataset: DatasetSpec, folder: Path, profile: str, peers: list[str], rounds: int) -> dict[str, float]:
+def side_by_side(
+    dataset: DatasetSpec, folder: Path, profile: str, peers: list[str], rounds: int
+) -> dict[str, float | int]:
     """Median ms per image at batch 1 and 16 of KDAnomaly and ``peers`` on ``dataset``, and KDAnomaly's ratios."""
     models = {name: load(name, folder / f"{name}_{dataset.name}.ckpt", profile) for name in ["KDAnomaly", *peers]}
     datamodule = dataset.datamodule(seed=0)
@@ -63,6 +68,9 @@ def side_by_side(dataset: DatasetSpec, folder: Path, profile: str, peers: list[s
             for batch_size in (1, 16):
                 timings[name][batch_size].append(inference_ms_per_image(model, images, batch_size))
     result = {f"{name}_ms_batch{b}": round(median(t), 2) for name, per in timings.items() for b, t in per.items()}
+    memory = models["KDAnomaly"].model.memory
+    if isinstance(memory, PositionalMemory):  # its cost grows with the patches kept per position
+        result[MEMORY_SIZE_KEY] = memory.size
     for peer in peers:
         for batch_size in (1, 16):
             ratio = median(timings["KDAnomaly"][batch_size]) / median(timings[peer][batch_size])

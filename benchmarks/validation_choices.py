@@ -150,7 +150,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--memory-weights", type=float, nargs="+", default=[0.0, 0.3, 0.5, 0.7, 1.0])
     parser.add_argument("--fusion-statistics", nargs="+", default=["pixels", "image_max"])
-    parser.add_argument("--memories", nargs="+", type=parse_memory, default=[(1, 128)], help="WINDOWxSIZE each")
+    parser.add_argument(
+        "--memories", nargs="+", type=parse_memory, default=[(1, 128)], help="WINDOWxSIZE each (the first stage: 1x128)"
+    )
     parser.add_argument("--work", type=Path, required=True, help="scratch folder for the validation sets")
     parser.add_argument("--out", type=Path, required=True, help="CSV the rows are appended to")
     args = parser.parse_args()

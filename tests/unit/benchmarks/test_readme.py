@@ -52,3 +52,12 @@ def test_check_reports_a_stale_file_and_writes_nothing(
     assert readme.main(["--check"]) == 1
     assert str(stale) in capsys.readouterr().out
     assert stale.read_text() == "| an old table |\n"
+
+
+def test_timings_of_another_memory_size_than_the_default_are_flagged() -> None:
+    default = readme.source_literal("DEFAULT_MEMORY_SIZE", readme.KDAD_LIGHTNING_MODEL)
+    timed = {"datasets": {"a": {"KDAnomaly_memory_size": default}, "b": {"KDAnomaly_memory_size": default}}}
+    assert readme.earlier_memory_note(timed) == ""
+    timed["datasets"]["b"]["KDAnomaly_memory_size"] = default // 4
+    note = readme.earlier_memory_note(timed)
+    assert f"{default // 4} / {default}" in note and f"default of {default}" in note
