@@ -406,7 +406,8 @@ def validation_choices_section() -> Section:
         f"""The second stage chose the positional memory, by the same rule and with the weight again free: the
         chosen design is trained once more per data set and evaluated with each memory (search window around the
         query's position x patches kept per position) and each weight, with {first.fusion_statistics}
-        statistics. The memory-only rows (weight 1) do not depend on the student. A memory keeps every patch
+        statistics. The first four memories of the command were run first; 1x256 and 1x512 were added after
+        their rows were seen. The memory-only rows (weight 1) do not depend on the student. A memory keeps every patch
         when it has no more training images than its size (screw's validation training set has 256, so 256 and
         512 are the same memory there).""",
         command(
