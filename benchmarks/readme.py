@@ -31,7 +31,7 @@ RESULTS = REPO / "benchmarks" / "results"
 BENCHMARKS_README = REPO / "benchmarks" / "README.md"
 TOP_README = REPO / "README.md"
 CONTENDERS = REPO / "kdanomaly" / "benchmark" / "contenders.py"
-KDAD_LIGHTNING_MODEL = REPO / "kdanomaly" / "models" / "kdad" / "lightning_model.py"
+POSITIONAL_MEMORY = REPO / "kdanomaly" / "models" / "kdad" / "positional_memory.py"
 LEADERBOARD = "leaderboard"
 BEGIN = "<!-- results table: written by `python -m benchmarks.readme` from benchmarks/results/, do not edit -->"
 END = "<!-- end of results table -->"
@@ -160,7 +160,7 @@ def earlier_memory_note(ratio: dict[str, Any]) -> str:
     """A warning when the side-by-side timing ran KDAnomaly with another memory size than its default, else ''."""
     from benchmarks.speed_ratio import MEMORY_SIZE_KEY
 
-    default = source_literal("DEFAULT_MEMORY_SIZE", KDAD_LIGHTNING_MODEL)
+    default = source_literal("DEFAULT_MEMORY_SIZE", POSITIONAL_MEMORY)
     timed = sorted({cell[MEMORY_SIZE_KEY] for cell in ratio["datasets"].values()})
     if timed == [default]:
         return ""
@@ -372,10 +372,11 @@ def validation_choices_section() -> Section:
     def mean(row_cells: list[dict[str, str]]) -> str:
         return auroc(sum(float(r[m]) for r in row_cells for m in METRICS) / (len(METRICS) * len(row_cells)))
 
+    shown_at_weight_0 = min(memory_key(r)[:2] for r in memory_rows)  # every memory's weight-0 row is the same
     memory_table_rows = [
         [f"{window}x{window}", str(size), f"{w:g}", *triples(found), mean(found)]
         for window, size, w in sorted({memory_key(r) for r in memory_rows})
-        if w > 0 or (window, size) == min(memory_key(r)[:2] for r in memory_rows)
+        if w > 0 or (window, size) == shown_at_weight_0
         for found in [[memory_cells[(window, size, w, d)] for d in datasets]]
     ]
     steps = sorted({r["steps"] for r in rows})

@@ -40,13 +40,13 @@ from kdanomaly.weights import input_statistics
 from .anomaly_map import Fusion, Standardisation
 from .kshot_memory import KShotMemory
 from .loss import Distance, KDADLoss
+from .positional_memory import DEFAULT_MEMORY_SIZE
 from .synthetic_anomalies import SyntheticAnomalies
 from .torch_model import KDADModel, MemoryKind
 
 DEFAULT_LAYERS = ("blocks.1", "blocks.2", "blocks.4")
 DEFAULT_IMAGE_SIZE = (256, 256)
 DEFAULT_MEMORY_WEIGHT = 0.5  # chosen on validation sets: benchmarks/validation_choices.py
-DEFAULT_MEMORY_SIZE = 512  # normal patches kept per position, chosen on validation sets as well
 
 
 class KDAnomaly(AnomalibModule):

@@ -15,6 +15,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+# Normal patches kept per position, chosen on validation sets (benchmarks/validation_choices.py).
+DEFAULT_MEMORY_SIZE = 512
+
 
 def memory_features(teacher_features: dict[str, torch.Tensor], layers: Sequence[str]) -> torch.Tensor:
     """Locally aggregated (3x3 mean) teacher features of ``layers``, resized to the first layer's grid, stacked."""
@@ -49,7 +52,7 @@ class PositionalMemory(nn.Module):
     ones, so engines that sum in another order (ONNX Runtime, OpenVINO) agree with PyTorch to float precision.
     """
 
-    def __init__(self, window: int = 1, size: int = 512) -> None:
+    def __init__(self, window: int = 1, size: int = DEFAULT_MEMORY_SIZE) -> None:
         super().__init__()
         if window < 1 or window % 2 == 0:
             raise ValueError(f"memory window must be an odd positive number, got {window}")

@@ -19,7 +19,7 @@ from kdanomaly.models.components.backbone import resolve_layers
 from .anomaly_map import AnomalyMapGenerator, Fusion, MapStatistics, Standardisation
 from .kshot_memory import KShotMemory
 from .loss import Distance
-from .positional_memory import PositionalMemory, memory_features
+from .positional_memory import DEFAULT_MEMORY_SIZE, PositionalMemory, memory_features
 from .segmentation import SegmentationHead
 
 MemoryKind = Literal["positional", "prototype"]
@@ -87,7 +87,7 @@ class KDADModel(nn.Module):
         memory_layers: Sequence[str] | None = None,
         memory_kind: MemoryKind = "positional",
         memory_window: int = 1,
-        memory_size: int = 512,
+        memory_size: int = DEFAULT_MEMORY_SIZE,
         coreset_ratio: float = 0.1,
     ) -> None:
         super().__init__()

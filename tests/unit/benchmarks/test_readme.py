@@ -55,7 +55,7 @@ def test_check_reports_a_stale_file_and_writes_nothing(
 
 
 def test_timings_of_another_memory_size_than_the_default_are_flagged() -> None:
-    default = readme.source_literal("DEFAULT_MEMORY_SIZE", readme.KDAD_LIGHTNING_MODEL)
+    default = readme.source_literal("DEFAULT_MEMORY_SIZE", readme.POSITIONAL_MEMORY)
     timed = {"datasets": {"a": {"KDAnomaly_memory_size": default}, "b": {"KDAnomaly_memory_size": default}}}
     assert readme.earlier_memory_note(timed) == ""
     timed["datasets"]["b"]["KDAnomaly_memory_size"] = default // 4
