@@ -2,7 +2,8 @@
 
 Each dataset's training normals are split (seed 0, 20 % held out, :mod:`kdanomaly.data.validation_split`); a
 configuration trains on the rest for ``--steps`` optimiser steps (batch 8, 256 px, seed 0) and is scored on the
-held-out normals and the same images with blended defects, at every memory weight of ``--memory-weights`` and
+held-out normals and the same images with synthetic defects (``--defects``: blended, the first stages; or
+warped, named ``DATASET-warp``), at every memory weight of ``--memory-weights`` and
 every standardisation of ``--fusion-statistics`` and every positional memory of ``--memories`` (``WINDOWxSIZE``;
 the trained model is evaluated again with only the fusion or the memory changed). Rows are appended to ``--out`` as
 they finish; finished (configuration, dataset, steps, statistics, memory) cells are skipped, so an interrupted run
@@ -38,7 +39,7 @@ from kdanomaly.benchmark.contenders import (
     common_components,
 )
 from kdanomaly.benchmark.evaluation import evaluate, fit_and_evaluate
-from kdanomaly.data.validation_split import SPLIT_FILE, write_validation_set
+from kdanomaly.data.validation_split import DEFECT_FAMILIES, SPLIT_FILE, write_validation_set
 from kdanomaly.models.kdad.positional_memory import PositionalMemory
 
 CONFIGURATIONS: dict[str, dict[str, Any]] = {
@@ -67,12 +68,14 @@ def parse_memory(text: str) -> Memory:
         raise argparse.ArgumentTypeError(f"expected a memory as WINDOWxSIZE, e.g. 3x128, got {text!r}") from None
 
 
-def validation_set(spec: DatasetSpec, work: Path) -> DatasetSpec:
-    """The validation set of ``spec``'s training normals (seed 0), written under ``work`` once."""
-    root = work / spec.name
+def validation_set(spec: DatasetSpec, work: Path, defects: str = "blend") -> DatasetSpec:
+    """The validation set of ``spec``'s training normals (seed 0) with ``defects`` of that family, written under
+    ``work`` once; named like ``spec`` (blended defects, the first stages) or ``screw-warp``."""
+    name = spec.name if defects == "blend" else f"{spec.name}-{defects}"
+    root = work / name
     if not (root / SPLIT_FILE).is_file():
-        write_validation_set(spec.training_images(seed=0), root)
-    return DatasetSpec("folder", root, spec.name)
+        write_validation_set(spec.training_images(seed=0), root, defects=defects)
+    return DatasetSpec("folder", root, name)
 
 
 def run(
@@ -153,6 +156,9 @@ def main() -> None:
     parser.add_argument(
         "--memories", nargs="+", type=parse_memory, default=[(1, 128)], help="WINDOWxSIZE each (the first stage: 1x128)"
     )
+    parser.add_argument(
+        "--defects", choices=sorted(DEFECT_FAMILIES), default="blend", help="the validation defects' family"
+    )
     parser.add_argument("--work", type=Path, required=True, help="scratch folder for the validation sets")
     parser.add_argument("--out", type=Path, required=True, help="CSV the rows are appended to")
     args = parser.parse_args()
@@ -165,7 +171,7 @@ def main() -> None:
                 for row in csv.DictReader(file)
             }  # fmt: skip
     for spec in args.datasets:
-        validation = validation_set(spec, args.work)
+        validation = validation_set(spec, args.work, args.defects)
         for configuration in args.configurations:
             missing = [
                 (standardise, memory)

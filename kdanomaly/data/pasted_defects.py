@@ -1,11 +1,13 @@
 """Synthetic defects pasted into good images (CutPaste, Li et al. 2021): a patch of another good image, its colours
-scaled, pasted at a random place. Where a model or a quantization must see defect-like inputs and only good images
-exist (int8 calibration ranges, validation without test images), these stand in for real defects.
+scaled, pasted at a random place; subtler blended ones; and structural ones, a local warp of the image itself. Where a
+model or a quantization must see defect-like inputs and only good images exist (int8 calibration ranges, validation
+without test images), these stand in for real defects.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.ndimage import binary_fill_holes, gaussian_filter, map_coordinates, sobel
 
 AREA = (0.02, 0.15)  # patch area as a fraction of the image (CutPaste's range)
 ASPECT = (0.3, 3.3)  # patch height / width, sampled log-uniformly (CutPaste's range)
@@ -42,6 +44,16 @@ def paste_defects(images: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.nda
     return defective, masks
 
 
+def _centre_on_object(image: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
+    """A pixel ``(row, col)`` of ``image (3, H, W)`` drawn with probability growing with its distance from the
+    image's median grey, so a defect falls mostly on the object, not on a plain background."""
+    grey = image.mean(axis=0).astype(np.float64)
+    weights = np.abs(grey - np.median(grey)).ravel() + 1e-3
+    centre = int(rng.choice(grey.size, p=weights / weights.sum()))
+    row, col = divmod(centre, grey.shape[1])
+    return row, col
+
+
 BLEND_AREA = (0.002, 0.02)  # ellipse area as a fraction of the image: the size of small real defects
 BLEND_OPACITY = (0.3, 0.8)  # opacity at the ellipse's centre
 FEATHER = 0.3  # outer fraction of the ellipse's radius over which the opacity fades to zero
@@ -52,9 +64,8 @@ def blend_defects(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Subtler defects than :func:`paste_defects`: a rotated ellipse of another image's content (shifted,
     brightness scaled by 0.85-1.15, the same factor for every channel so grey images stay grey) blended in with
-    partial opacity that fades at the border, so there is no sharp edge to find. The centre is drawn with
-    probability growing with the pixel's distance from the image's median grey, so defects fall mostly on the
-    object, not on a plain background. Returns the images and masks ``(N, H, W)`` (bool: where the opacity is at
+    partial opacity that fades at the border, so there is no sharp edge to find. The centre falls mostly on the
+    object (:func:`_centre_on_object`). Returns the images and masks ``(N, H, W)`` (bool: where the opacity is at
     least half its centre value). Same input contract as :func:`paste_defects`; the same ``seed`` gives the same
     defects."""
     _check_images(images)
@@ -67,10 +78,7 @@ def blend_defects(
         area = rng.uniform(*BLEND_AREA) * height * width
         aspect = np.exp(rng.uniform(*np.log(ASPECT)))
         semi_a, semi_b = np.sqrt(area * aspect / np.pi), np.sqrt(area / aspect / np.pi)
-        grey = images[index].mean(axis=0).astype(np.float64)
-        weights = np.abs(grey - np.median(grey)).ravel() + 1e-3
-        centre = int(rng.choice(height * width, p=weights / weights.sum()))
-        centre_y, centre_x = divmod(centre, width)
+        centre_y, centre_x = _centre_on_object(images[index], rng)
         angle = rng.uniform(0, np.pi)
         along = (rows - centre_y) * np.cos(angle) + (cols - centre_x) * np.sin(angle)
         across = -(rows - centre_y) * np.sin(angle) + (cols - centre_x) * np.cos(angle)
@@ -86,4 +94,57 @@ def blend_defects(
         blended = (1 - alpha) * images[index] + alpha * np.clip(source * gain, 0, 1)
         defective[index] = blended.astype(images.dtype)
         masks[index] = alpha >= centre_opacity / 2
+    return defective, masks
+
+
+STRUCTURE_SHARE = 0.05  # warps are centred among this share of pixels with the strongest gradient
+WARP_RADIUS = (0.04, 0.08)  # radius of the warped disc as a fraction of the image's shorter side
+WARP_SWIRL = (1.5, 3.0)  # swirl: rotation at the centre (radians), fading to 0 at the radius
+WARP_PUSH = (0.2, 0.4)  # push: shift at the centre as a fraction of the radius, fading to 0 at the radius
+WARP_MASK_PIXELS = 1.0  # a pixel is in the mask where it moved at least this far (pixels)
+
+
+def _centre_on_structure(image: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
+    """A pixel ``(row, col)`` of ``image (3, H, W)`` drawn uniformly among the ``STRUCTURE_SHARE`` of pixels with
+    the strongest gradient of the smoothed grey (sigma 2 px): on edges and texture, where a warp shows, not on a
+    plain background however large."""
+    grey = gaussian_filter(image.mean(axis=0).astype(np.float64), sigma=2)
+    strength = np.hypot(sobel(grey, axis=0), sobel(grey, axis=1)).ravel()
+    strongest = np.argsort(strength, kind="stable")[-max(1, round(STRUCTURE_SHARE * grey.size)) :]
+    row, col = divmod(int(rng.choice(strongest)), grey.shape[1])
+    return row, col
+
+
+def warp_defects(images: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Structural defects: a disc of the image itself geometrically warped (half the images a swirl, half a push in
+    one direction; a bent thread, a dent), no foreign content and no colour change, so only the shape tells it
+    from a good image. The centre falls on edges and texture (:func:`_centre_on_structure`), where a warp shows;
+    the displacement fades smoothly to zero at the disc's border and pixels are resampled bilinearly. Returns the
+    images and masks ``(N, H, W)`` (bool: where a pixel moved at least ``WARP_MASK_PIXELS``, holes filled: a
+    swirl's still centre is part of the defect). Same input contract as
+    :func:`paste_defects`; the same ``seed`` gives the same defects."""
+    _check_images(images)
+    rng = np.random.default_rng(seed)
+    height, width = images.shape[-2:]
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float64)
+    defective = images.copy()
+    masks = np.zeros((len(images), height, width), dtype=bool)
+    for index in range(len(images)):
+        radius = rng.uniform(*WARP_RADIUS) * min(height, width)
+        centre_y, centre_x = _centre_on_structure(images[index], rng)
+        dy, dx = rows - centre_y, cols - centre_x
+        fade = np.clip(1 - np.hypot(dy, dx) / radius, 0, 1) ** 2
+        if rng.uniform() < 0.5:
+            angle = rng.uniform(*WARP_SWIRL) * fade * rng.choice([-1, 1])
+            source_y = centre_y + dy * np.cos(angle) - dx * np.sin(angle)
+            source_x = centre_x + dy * np.sin(angle) + dx * np.cos(angle)
+        else:
+            direction = rng.uniform(0, 2 * np.pi)
+            shift = rng.uniform(*WARP_PUSH) * radius * fade
+            source_y, source_x = rows + shift * np.sin(direction), cols + shift * np.cos(direction)
+        for channel in range(images.shape[1]):
+            defective[index, channel] = map_coordinates(
+                images[index, channel], [source_y, source_x], order=1, mode="nearest"
+            )
+        masks[index] = binary_fill_holes(np.hypot(source_y - rows, source_x - cols) >= WARP_MASK_PIXELS)
     return defective, masks

@@ -1,9 +1,10 @@
 """A validation set made from a dataset's training normals only, for choosing defaults without test images.
 
 A seeded part of the training normals is held out; the rest train. Every held-out image appears twice in the
-validation set: as it is (good) and with a blended defect (``blend_defects`` of
-:mod:`kdanomaly.data.pasted_defects`), with its mask. That is a different family of synthetic defect from the Perlin
-anomalies the denoising student learns from, so a choice is not rewarded for fitting its own training corruption.
+validation set: as it is (good) and with a synthetic defect of one family (``DEFECT_FAMILIES``: ``blend`` pastes
+another image's content in softly, ``warp`` bends the image's own structure; :mod:`kdanomaly.data.pasted_defects`),
+with its mask. Both differ from the Perlin anomalies the denoising student learns from, so a choice is not rewarded
+for fitting its own training corruption.
 
 Layout written (``folder:ROOT`` of the benchmark reads it): ``ROOT/train/`` (links to the training images),
 ``ROOT/good/``, ``ROOT/defect/`` and ``ROOT/masks/`` (PNG at ``image_size``, masks 0/255, same names).
@@ -13,15 +14,19 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from kdanomaly.data.pasted_defects import blend_defects
+from kdanomaly.data.pasted_defects import blend_defects, warp_defects
 
 SPLIT_FILE = "split.json"
+DEFECT_FAMILIES: dict[str, Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]] = {
+    "blend": blend_defects,
+    "warp": warp_defects,
+}
 
 
 def split_training_normals(
@@ -59,12 +64,16 @@ def write_validation_set(
     image_size: tuple[int, int] = (256, 256),
     fraction: float = 0.2,
     seed: int = 0,
+    defects: str = "blend",
 ) -> Path:
-    """Write the validation set of ``training_paths`` under ``root`` (replaced if it exists); returns ``root``.
+    """Write the validation set of ``training_paths`` under ``root`` (replaced if it exists) with defects of the
+    family ``defects``; returns ``root``.
 
-    ``split.json`` records the held-out and training paths. The images are written first and ``split.json``
-    last, so a folder with it is complete.
+    ``split.json`` records the held-out and training paths and the family. The images are written first and
+    ``split.json`` last, so a folder with it is complete.
     """
+    if defects not in DEFECT_FAMILIES:
+        raise ValueError(f"unknown defect family {defects!r}; choose from {sorted(DEFECT_FAMILIES)}")
     training, held_out = split_training_normals(training_paths, fraction, seed)
     if root.exists():
         shutil.rmtree(root)
@@ -74,7 +83,7 @@ def write_validation_set(
     for index, path in enumerate(training):
         (folders["train"] / f"{index:04d}{path.suffix}").symlink_to(path.resolve())
     good = np.stack([_read(path, image_size) for path in held_out])
-    defective, masks = blend_defects(good, seed)
+    defective, masks = DEFECT_FAMILIES[defects](good, seed)
     for index in range(len(held_out)):
         name = f"{index:04d}.png"
         _write(good[index], folders["good"] / name)
@@ -83,6 +92,7 @@ def write_validation_set(
     split = {
         "seed": seed,
         "fraction": fraction,
+        "defects": defects,
         "held_out": [str(p) for p in held_out],
         "training": [str(p) for p in training],
     }
