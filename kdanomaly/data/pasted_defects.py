@@ -120,8 +120,8 @@ def warp_defects(images: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndar
     one direction; a bent thread, a dent), no foreign content and no colour change, so only the shape tells it
     from a good image. The centre falls on edges and texture (:func:`_centre_on_structure`), where a warp shows;
     the displacement fades smoothly to zero at the disc's border and pixels are resampled bilinearly. Returns the
-    images and masks ``(N, H, W)`` (bool: where a pixel moved at least ``WARP_MASK_PIXELS``, holes filled: a
-    swirl's still centre is part of the defect). Same input contract as
+    images and masks ``(N, H, W)`` (bool: where a pixel moved at least ``WARP_MASK_PIXELS``, or half the largest
+    move in a small image, holes filled: a swirl's still centre is part of the defect). Same input contract as
     :func:`paste_defects`; the same ``seed`` gives the same defects."""
     _check_images(images)
     rng = np.random.default_rng(seed)
@@ -146,5 +146,6 @@ def warp_defects(images: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndar
             defective[index, channel] = map_coordinates(
                 images[index, channel], [source_y, source_x], order=1, mode="nearest"
             )
-        masks[index] = binary_fill_holes(np.hypot(source_y - rows, source_x - cols) >= WARP_MASK_PIXELS)
+        moved = np.hypot(source_y - rows, source_x - cols)
+        masks[index] = binary_fill_holes(moved >= min(WARP_MASK_PIXELS, moved.max() / 2))
     return defective, masks

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kdanomaly.data.pasted_defects import AREA, BLEND_AREA, blend_defects, paste_defects
+from kdanomaly.data.pasted_defects import AREA, BLEND_AREA, WARP_RADIUS, blend_defects, paste_defects, warp_defects
 
 
 def _good_images(count: int = 6, size: int = 64) -> np.ndarray:
@@ -74,3 +74,45 @@ def test_blended_defects_fall_mostly_on_the_object() -> None:
     rows, cols = np.nonzero(masks.sum(axis=0))
     on_object = ((rows >= 16) & (rows < 48) & (cols >= 16) & (cols < 48)).mean()
     assert on_object > 0.7
+
+
+def _object_on_plain_background(count: int, size: int = 96) -> np.ndarray:
+    """Plain grey background with a textured square object in the middle third."""
+    images = np.full((count, 3, size, size), 0.7, np.float32)
+    third = size // 3
+    texture = np.random.default_rng(0).uniform(0, 0.4, size=(count, 1, third, third)).astype(np.float32)
+    images[:, :, third : 2 * third, third : 2 * third] = texture.repeat(3, axis=1)
+    return images
+
+
+def test_warps_move_the_image_own_content_inside_a_disc_and_repeat_with_the_seed() -> None:
+    images = _object_on_plain_background(8)
+    before = images.copy()
+    warped, masks = warp_defects(images, seed=2)
+    np.testing.assert_array_equal(images, before)
+    again, again_masks = warp_defects(images, seed=2)
+    np.testing.assert_array_equal(warped, again)
+    np.testing.assert_array_equal(masks, again_masks)
+    # Bilinear resampling of the image itself: no value outside its own range, grey stays grey.
+    assert np.all(warped.min(axis=(1, 2, 3)) >= images.min(axis=(1, 2, 3)))
+    assert np.all(warped.max(axis=(1, 2, 3)) <= images.max(axis=(1, 2, 3)))
+    np.testing.assert_array_equal(warped[:, 0], warped[:, 2])
+    largest_disc = np.pi * (WARP_RADIUS[1] * 96) ** 2
+    changed = np.any(warped != images, axis=1)
+    assert np.all(changed.sum(axis=(1, 2)) <= largest_disc) and np.all(masks.sum(axis=(1, 2)) > 0)
+    assert np.abs(warped - images)[np.repeat(masks[:, None], 3, axis=1)].mean() > 0.02
+
+
+def test_a_warp_leaves_a_plain_image_exactly_as_it_was() -> None:
+    plain = np.full((3, 3, 64, 64), 0.4, np.float32)
+    warped, masks = warp_defects(plain, seed=0)
+    np.testing.assert_array_equal(warped, plain)  # no foreign content, no colour change: only shape
+    assert masks.any()
+
+
+def test_warps_are_centred_on_structure_not_on_plain_background() -> None:
+    images = _object_on_plain_background(40)
+    _, masks = warp_defects(images, seed=0)
+    centres = np.array([np.argwhere(mask).mean(axis=0) for mask in masks])
+    on_object = np.all((centres >= 32 - 3) & (centres < 64 + 3), axis=1)  # the object with its edges
+    assert on_object.mean() > 0.9

@@ -72,3 +72,17 @@ def test_validation_set_comes_from_training_normals_only(tmp_path: Path) -> None
     again = write_validation_set(training_images, tmp_path / "again", image_size=(32, 32))
     for name in names:
         assert (again / "defect" / name).read_bytes() == (root / "defect" / name).read_bytes()
+
+
+def test_validation_set_of_warped_defects_records_its_family_and_unknown_ones_are_refused(tmp_path: Path) -> None:
+    _mvtec_category(tmp_path / "mvtec")
+    training_images = DatasetSpec.parse(f"mvtec:{tmp_path / 'mvtec'}:part").training_images(seed=0)
+    root = write_validation_set(training_images, tmp_path / "warp", image_size=(32, 32), defects="warp")
+    assert json.loads((root / SPLIT_FILE).read_text())["defects"] == "warp"
+    blended = write_validation_set(training_images, tmp_path / "blend", image_size=(32, 32))
+    assert json.loads((blended / SPLIT_FILE).read_text())["defects"] == "blend"
+    name = sorted(p.name for p in (root / "defect").iterdir())[0]
+    assert (root / "defect" / name).read_bytes() != (blended / "defect" / name).read_bytes()
+    with pytest.raises(ValueError, match="unknown defect family 'cutout'"):
+        write_validation_set(training_images, tmp_path / "bad", defects="cutout")
+    assert not (tmp_path / "bad").exists()
