@@ -21,7 +21,7 @@ from anomalib.pre_processing import PreProcessor
 from kdanomaly import KDAnomaly
 from kdanomaly.benchmark.patchcore import KCenterPatchcore
 from kdanomaly.data.magnetic_tile import MagneticTile
-from kdanomaly.models.kdad.lightning_model import DEFAULT_MEMORY_WEIGHT
+from kdanomaly.models.kdad.torch_model import DEFAULT_MEMORY_WEIGHT
 
 BACKBONE = "tf_efficientnet_lite0"
 DISTILLED_LAYERS = ["blocks.1", "blocks.2", "blocks.4"]

@@ -42,11 +42,10 @@ from .kshot_memory import KShotMemory
 from .loss import Distance, KDADLoss
 from .positional_memory import DEFAULT_MEMORY_SIZE
 from .synthetic_anomalies import SyntheticAnomalies
-from .torch_model import KDADModel, MemoryKind
+from .torch_model import DEFAULT_FUSION_STATISTICS, DEFAULT_MEMORY_WEIGHT, KDADModel, MemoryKind
 
 DEFAULT_LAYERS = ("blocks.1", "blocks.2", "blocks.4")
 DEFAULT_IMAGE_SIZE = (256, 256)
-DEFAULT_MEMORY_WEIGHT = 0.5  # chosen on validation sets: benchmarks/validation_choices.py
 
 
 class KDAnomaly(AnomalibModule):
@@ -98,7 +97,7 @@ class KDAnomaly(AnomalibModule):
         fusion: Fusion = "mean",
         sigma: float = 4.0,
         memory_weight: float = DEFAULT_MEMORY_WEIGHT,
-        fusion_statistics: Standardisation = "image_max",
+        fusion_statistics: Standardisation = DEFAULT_FUSION_STATISTICS,
         memory_layers: Sequence[str] | None = None,
         memory_kind: MemoryKind = "positional",
         memory_window: int = 1,

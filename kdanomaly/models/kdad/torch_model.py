@@ -23,6 +23,8 @@ from .positional_memory import DEFAULT_MEMORY_SIZE, PositionalMemory, memory_fea
 from .segmentation import SegmentationHead
 
 MemoryKind = Literal["positional", "prototype"]
+DEFAULT_MEMORY_WEIGHT = 0.5  # chosen on validation sets with the statistics: benchmarks/validation_choices.py
+DEFAULT_FUSION_STATISTICS: Standardisation = "image_max"
 
 
 class TrainingFeatures(NamedTuple):
@@ -82,8 +84,8 @@ class KDADModel(nn.Module):
         segmentation: bool = False,
         fusion: Fusion = "mean",
         sigma: float = 4.0,
-        memory_weight: float = 0.7,
-        fusion_statistics: Standardisation = "pixels",
+        memory_weight: float = DEFAULT_MEMORY_WEIGHT,
+        fusion_statistics: Standardisation = DEFAULT_FUSION_STATISTICS,
         memory_layers: Sequence[str] | None = None,
         memory_kind: MemoryKind = "positional",
         memory_window: int = 1,
