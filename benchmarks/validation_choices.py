@@ -2,12 +2,12 @@
 
 Each dataset's training normals are split (seed 0, 20 % held out, :mod:`kdanomaly.data.validation_split`); a
 configuration trains on the rest for ``--steps`` optimiser steps (batch 8, 256 px, seed 0) and is scored on the
-held-out normals and the same images with synthetic defects (``--defects``: blended, the first stages; or
-warped, named ``DATASET-warp``), at every memory weight of ``--memory-weights`` and
-every standardisation of ``--fusion-statistics`` and every positional memory of ``--memories`` (``WINDOWxSIZE``;
-the trained model is evaluated again with only the fusion or the memory changed). Rows are appended to ``--out`` as
-they finish; finished (configuration, dataset, steps, statistics, memory) cells are skipped, so an interrupted run
-resumes.
+held-out normals and the same images with synthetic defects (``--defects``: blended, the first stages; or warped,
+named ``DATASET-warp``), at every memory weight of ``--memory-weights``, every standardisation of
+``--fusion-statistics`` and every memory of ``--memories`` (positional ``WINDOWxSIZE``, or ``global:PERCENT``, the
+k-shot memory over all positions); the trained model is evaluated again with only the fusion or the memory changed.
+Rows are appended to ``--out`` as they finish; finished (configuration, dataset, steps, statistics, memory) cells
+are skipped, so an interrupted run resumes.
 
 The rule, fixed before the rows were seen (:func:`choose`): the student-teacher design is the configuration with
 the best mean of image AUROC, pixel AUROC and pixel AUPRO of its distillation map alone (memory weight 0),
@@ -40,6 +40,7 @@ from kdanomaly.benchmark.contenders import (
 )
 from kdanomaly.benchmark.evaluation import evaluate, fit_and_evaluate
 from kdanomaly.data.validation_split import DEFECT_FAMILIES, SPLIT_FILE, write_validation_set
+from kdanomaly.models.kdad.kshot_memory import KShotMemory
 from kdanomaly.models.kdad.positional_memory import PositionalMemory
 
 CONFIGURATIONS: dict[str, dict[str, Any]] = {
@@ -56,16 +57,33 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
 METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO")
 FIELDS = ["configuration", "dataset", "steps", "fusion_statistics", "memory_window", "memory_size", "memory_weight",
           *METRICS, "train_seconds", "machine"]  # fmt: skip
-Memory = tuple[int, int]  # positional memory (window, size)
+Memory = tuple[int, int]  # (window, patches per position) of a positional memory; (0, percent kept) of a global one
+GLOBAL = "global:"
 
 
 def parse_memory(text: str) -> Memory:
-    """``"3x128"`` -> ``(3, 128)``: a positional memory's window and size."""
-    window, _, size = text.partition("x")
+    """``"3x128"`` -> ``(3, 128)``: a positional memory's window and size; ``"global:10"`` -> ``(0, 10)``: the k-shot
+    (global) memory keeping 10 % of all normal patches, every one a candidate for every query patch."""
     try:
-        return int(window), int(size)
+        if text.startswith(GLOBAL):
+            percent = int(text.removeprefix(GLOBAL))
+            if 1 <= percent <= 100:
+                return 0, percent
+        else:
+            window, size = map(int, text.split("x"))
+            if window >= 1 and window % 2 == 1 and size >= 1:
+                return window, size
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a memory as WINDOWxSIZE, e.g. 3x128, got {text!r}") from None
+        pass
+    raise argparse.ArgumentTypeError(
+        f"expected a memory as WINDOWxSIZE with an odd window (3x128) or global:PERCENT (global:10), got {text!r}"
+    )
+
+
+def build_memory(memory: Memory) -> PositionalMemory | KShotMemory:
+    """The memory module a :data:`Memory` stands for."""
+    window, size = memory
+    return KShotMemory(coreset_ratio=size / 100) if window == 0 else PositionalMemory(window, size)
 
 
 def validation_set(spec: DatasetSpec, work: Path, defects: str = "blend") -> DatasetSpec:
@@ -96,7 +114,7 @@ def run(
         rows = []
         for standardise, (window, size) in fusions:
             model.model.map_statistics.standardise = standardise  # type: ignore[assignment]
-            model.model.memory = PositionalMemory(window, size)
+            model.model.memory = build_memory((window, size))
             model._memory_stale = True  # the next evaluation with memory rebuilds it and the statistics
             for weight in memory_weights:
                 model.model.memory_weight = weight
@@ -154,7 +172,11 @@ def main() -> None:
     parser.add_argument("--memory-weights", type=float, nargs="+", default=[0.0, 0.3, 0.5, 0.7, 1.0])
     parser.add_argument("--fusion-statistics", nargs="+", default=["pixels", "image_max"])
     parser.add_argument(
-        "--memories", nargs="+", type=parse_memory, default=[(1, 128)], help="WINDOWxSIZE each (the first stage: 1x128)"
+        "--memories",
+        nargs="+",
+        type=parse_memory,
+        default=[(1, 128)],
+        help="WINDOWxSIZE or global:PERCENT each (the first stage: 1x128)",
     )
     parser.add_argument(
         "--defects", choices=sorted(DEFECT_FAMILIES), default="blend", help="the validation defects' family"

@@ -6,7 +6,9 @@ import argparse
 
 import pytest
 
-from benchmarks.validation_choices import choose, parse_memory
+from benchmarks.validation_choices import build_memory, choose, parse_memory
+from kdanomaly.models.kdad.kshot_memory import KShotMemory
+from kdanomaly.models.kdad.positional_memory import PositionalMemory
 
 
 def _row(
@@ -42,10 +44,14 @@ def test_the_memory_is_chosen_with_its_weight_by_the_mean_over_datasets() -> Non
     assert choose(rows) == ("a", 0.7, "image_max", (5, 128))
 
 
-def test_a_memory_is_written_window_x_size() -> None:
+def test_a_memory_is_written_window_x_size_or_global_percent() -> None:
     assert parse_memory("3x256") == (3, 256)
-    with pytest.raises(argparse.ArgumentTypeError, match="WINDOWxSIZE"):
-        parse_memory("3-256")
+    assert parse_memory("global:10") == (0, 10)
+    assert isinstance(build_memory((0, 10)), KShotMemory) and build_memory((0, 10)).coreset_ratio == 0.1
+    assert isinstance(build_memory((3, 256)), PositionalMemory)
+    for bad in ("3-256", "2x128", "0x50", "global:0", "global:150", "3x256x1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="WINDOWxSIZE"):
+            parse_memory(bad)
 
 
 def test_configurations_run_on_different_datasets_are_not_compared() -> None:
