@@ -43,17 +43,17 @@ from kdanomaly.data.validation_split import DEFECT_FAMILIES, SPLIT_FILE, write_v
 from kdanomaly.models.kdad.kshot_memory import KShotMemory
 from kdanomaly.models.kdad.positional_memory import PositionalMemory
 
+# Every switch spelled out, so a configuration stays what its name says when KDAnomaly's defaults change.
 CONFIGURATIONS: dict[str, dict[str, Any]] = {
-    "forward": {},
-    "denoising": {"denoising": True},
-    "denoising+segmentation": {"denoising": True, "segmentation": True},
-    "denoising+segmentation, pretrained student": {
-        "denoising": True,
-        "segmentation": True,
-        "student_pretrained": True,
-        "learning_rate": 1e-3,
+    "forward": {"denoising": False, "segmentation": False, "student_pretrained": False, "learning_rate": 1e-2},
+    "denoising": {"denoising": True, "segmentation": False, "student_pretrained": False, "learning_rate": 1e-2},
+    "denoising+segmentation": {
+        "denoising": True, "segmentation": True, "student_pretrained": False, "learning_rate": 1e-2,
     },
-}
+    "denoising+segmentation, pretrained student": {
+        "denoising": True, "segmentation": True, "student_pretrained": True, "learning_rate": 1e-3,
+    },
+}  # fmt: skip
 METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO")
 FIELDS = ["configuration", "dataset", "steps", "fusion_statistics", "memory_window", "memory_size", "memory_weight",
           *METRICS, "train_seconds", "machine"]  # fmt: skip

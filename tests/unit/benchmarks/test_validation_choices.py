@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 
 import pytest
+import torch
 
-from benchmarks.validation_choices import build_memory, choose, parse_memory
+from benchmarks.validation_choices import CONFIGURATIONS, build_memory, choose, parse_memory
+from kdanomaly import KDAnomaly
 from kdanomaly.models.kdad.kshot_memory import KShotMemory
 from kdanomaly.models.kdad.positional_memory import PositionalMemory
 
@@ -58,3 +60,14 @@ def test_configurations_run_on_different_datasets_are_not_compared() -> None:
     rows = [_row("a", "x", 0.0, "pixels", 0.9), _row("b", "y", 0.0, "pixels", 0.8)]
     with pytest.raises(ValueError, match="same datasets"):
         choose(rows)
+
+
+@pytest.mark.parametrize("name", list(CONFIGURATIONS))
+def test_each_configuration_builds_the_design_its_name_says_whatever_the_defaults(name: str) -> None:
+    model = KDAnomaly(**CONFIGURATIONS[name], evaluator=False, visualizer=False)
+    assert (model.synthetic_anomalies is not None) == ("denoising" in name)
+    assert (model.model.segmentation_head is not None) == ("segmentation" in name)
+    student, teacher = model.model.student.model, model.model.teacher.model
+    first_student, first_teacher = next(student.parameters()), next(teacher.parameters())
+    assert torch.equal(first_student, first_teacher) == ("pretrained" in name)
+    assert model.learning_rate == (1e-3 if "pretrained" in name else 1e-2)
