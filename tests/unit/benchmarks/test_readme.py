@@ -61,3 +61,22 @@ def test_timings_of_another_memory_size_than_the_default_are_flagged() -> None:
     timed["datasets"]["b"]["KDAnomaly_memory_size"] = default // 4
     note = readme.earlier_memory_note(timed)
     assert f"{default // 4} / {default}" in note and f"default of {default}" in note
+
+
+def _validation_row(dataset: str, memory: tuple[int, int], weight: float, value: float) -> dict[str, str]:
+    return {"configuration": "a", "dataset": dataset, "memory_window": str(memory[0]), "memory_size": str(memory[1]),
+            "memory_weight": str(weight), "image_AUROC": str(value), "pixel_AUROC": str(value),
+            "pixel_AUPRO": str(value)}  # fmt: skip
+
+
+def test_a_memory_table_shows_the_distillation_alone_once_then_positional_then_global_memories() -> None:
+    rows = [
+        _validation_row(dataset, memory, weight, value)
+        for dataset in ("x", "y")
+        for memory, weight, value in [((0, 10), 0.0, 0.5), ((0, 10), 0.5, 0.6), ((3, 512), 0.0, 0.5),
+                                      ((3, 512), 0.5, 0.8), ((1, 512), 0.0, 0.5), ((1, 512), 0.5, 0.7)]
+    ] + [_validation_row("x", (5, 128), 0.5, 0.9)]  # fmt: skip  # run on one data set only: left out
+    table = readme.memory_table(rows, ["x", "y"])
+    assert [row[:3] for row in table] == [["none", "", "0"], ["1x1", "512", "0.5"], ["3x3", "512", "0.5"],
+                                          ["global", "10 %", "0.5"]]  # fmt: skip
+    assert [row[-1] for row in table] == ["0.5000", "0.7000", "0.8000", "0.6000"]
