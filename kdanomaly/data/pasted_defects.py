@@ -20,15 +20,19 @@ def _check_images(images: np.ndarray) -> None:
         raise ValueError(f"expected images of shape (N, 3, H, W) with N >= 1, got {images.shape}")
 
 
+def _start(images: np.ndarray, seed: int) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
+    """After checking ``images``: the seeded generator, a copy of the images to draw defects into and empty masks
+    ``(N, H, W)``."""
+    _check_images(images)
+    return np.random.default_rng(seed), images.copy(), np.zeros((len(images), *images.shape[-2:]), dtype=bool)
+
+
 def paste_defects(images: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Each of ``images (N, 3, H, W)`` (float in [0, 1]) with one pasted patch, and the patches' masks ``(N, H, W)``
     (bool). The patch is cut from the next image (the image itself when N = 1) at another place; the same ``seed``
     gives the same defects. The input is not modified."""
-    _check_images(images)
-    rng = np.random.default_rng(seed)
+    rng, defective, masks = _start(images, seed)
     height, width = images.shape[-2:]
-    defective = images.copy()
-    masks = np.zeros((len(images), height, width), dtype=bool)
     for index in range(len(images)):
         area = rng.uniform(*AREA) * height * width
         aspect = np.exp(rng.uniform(*np.log(ASPECT)))
@@ -68,12 +72,9 @@ def blend_defects(
     object (:func:`_centre_on_object`). Returns the images and masks ``(N, H, W)`` (bool: where the opacity is at
     least half its centre value). Same input contract as :func:`paste_defects`; the same ``seed`` gives the same
     defects."""
-    _check_images(images)
-    rng = np.random.default_rng(seed)
+    rng, defective, masks = _start(images, seed)
     height, width = images.shape[-2:]
     rows, cols = np.mgrid[0:height, 0:width].astype(np.float64)
-    defective = images.copy()
-    masks = np.zeros((len(images), height, width), dtype=bool)
     for index in range(len(images)):
         area = rng.uniform(*BLEND_AREA) * height * width
         aspect = np.exp(rng.uniform(*np.log(ASPECT)))
@@ -123,12 +124,9 @@ def warp_defects(images: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndar
     images and masks ``(N, H, W)`` (bool: where a pixel moved at least ``WARP_MASK_PIXELS``, or half the largest
     move in a small image, holes filled: a swirl's still centre is part of the defect). Same input contract as
     :func:`paste_defects`; the same ``seed`` gives the same defects."""
-    _check_images(images)
-    rng = np.random.default_rng(seed)
+    rng, defective, masks = _start(images, seed)
     height, width = images.shape[-2:]
     rows, cols = np.mgrid[0:height, 0:width].astype(np.float64)
-    defective = images.copy()
-    masks = np.zeros((len(images), height, width), dtype=bool)
     for index in range(len(images)):
         radius = rng.uniform(*WARP_RADIUS) * min(height, width)
         centre_y, centre_x = _centre_on_structure(images[index], rng)

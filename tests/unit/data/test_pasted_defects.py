@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,19 @@ from kdanomaly.data.pasted_defects import AREA, BLEND_AREA, WARP_RADIUS, blend_d
 def _good_images(count: int = 6, size: int = 64) -> np.ndarray:
     rng = np.random.default_rng(5)
     return rng.uniform(0.2, 0.8, size=(count, 3, size, size)).astype(np.float32)
+
+
+def _repeatable_and_input_untouched(
+    make: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]], images: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``make(images, seed)``, after asserting that it leaves ``images`` alone and repeats with the seed."""
+    before = images.copy()
+    defective, masks = make(images, seed)
+    np.testing.assert_array_equal(images, before)
+    again, again_masks = make(images, seed)
+    np.testing.assert_array_equal(defective, again)
+    np.testing.assert_array_equal(masks, again_masks)
+    return defective, masks
 
 
 def test_same_seed_same_defects_other_seed_other_defects() -> None:
@@ -51,12 +66,7 @@ def test_anything_but_a_batch_of_rgb_images_is_refused() -> None:
 def test_blended_defects_repeat_with_the_seed_keep_grey_images_grey_and_stay_near_their_masks() -> None:
     rng = np.random.default_rng(2)
     grey = rng.uniform(0.2, 0.8, size=(8, 1, 96, 96)).astype(np.float32).repeat(3, axis=1)
-    before = grey.copy()
-    defective, masks = blend_defects(grey, seed=1)
-    np.testing.assert_array_equal(grey, before)
-    again, again_masks = blend_defects(grey, seed=1)
-    np.testing.assert_array_equal(defective, again)
-    np.testing.assert_array_equal(masks, again_masks)
+    defective, masks = _repeatable_and_input_untouched(blend_defects, grey, seed=1)
     np.testing.assert_array_equal(defective[:, 0], defective[:, 2])  # one brightness factor for every channel
     changed = np.any(defective != grey, axis=1)
     # The opacity fades over the ellipse's outer 30 %: the mask (opacity >= half) is the inner 85 % of the radius.
@@ -87,12 +97,7 @@ def _object_on_plain_background(count: int, size: int = 96) -> np.ndarray:
 
 def test_warps_move_the_image_own_content_inside_a_disc_and_repeat_with_the_seed() -> None:
     images = _object_on_plain_background(8)
-    before = images.copy()
-    warped, masks = warp_defects(images, seed=2)
-    np.testing.assert_array_equal(images, before)
-    again, again_masks = warp_defects(images, seed=2)
-    np.testing.assert_array_equal(warped, again)
-    np.testing.assert_array_equal(masks, again_masks)
+    warped, masks = _repeatable_and_input_untouched(warp_defects, images, seed=2)
     # Bilinear resampling of the image itself: no value outside its own range, grey stays grey.
     assert np.all(warped.min(axis=(1, 2, 3)) >= images.min(axis=(1, 2, 3)))
     assert np.all(warped.max(axis=(1, 2, 3)) <= images.max(axis=(1, 2, 3)))
