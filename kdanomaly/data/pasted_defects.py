@@ -117,7 +117,7 @@ def _centre_on_structure(image: np.ndarray, rng: np.random.Generator) -> tuple[i
 
 
 def warp_defects(images: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Structural defects: a disc of the image itself geometrically warped (half the images a swirl, half a push in
+    """Structural defects: a disc of the image itself geometrically warped (a swirl or, at even odds, a push in
     one direction; a bent thread, a dent), no foreign content and no colour change, so only the shape tells it
     from a good image. The centre falls on edges and texture (:func:`_centre_on_structure`), where a warp shows;
     the displacement fades smoothly to zero at the disc's border and pixels are resampled bilinearly. Returns the
