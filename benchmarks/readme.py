@@ -515,6 +515,11 @@ def structural_validation_section() -> Section:
         weight: found for (configuration, _, _, weight), found in designs if configuration == chosen.configuration
     }
     alone, fused, memory_alone = design[0.0], design[chosen.memory_weight], design[1.0]
+    alone_by_design = ", ".join(
+        f"{configuration} {auroc(validation_mean(found))}"
+        for (configuration, _, _, weight), found in designs
+        if weight == 0
+    )
     blended_screw = next(
         r for r in blended
         if r["configuration"] == chosen.configuration and r["dataset"] == "screw" and float(r["memory_weight"]) == 0
@@ -548,7 +553,9 @@ def structural_validation_section() -> Section:
         ),
         f"""The chosen design ({chosen.configuration}), by the rule's mean on warped defects: distillation map alone
         {auroc(validation_mean(alone))}, memory alone {auroc(validation_mean(memory_alone))}, fused at weight
-        {chosen.memory_weight:g} {auroc(validation_mean(fused))}.""",
+        {chosen.memory_weight:g} {auroc(validation_mean(fused))}. The distillation map alone of each design on
+        warped defects: {alone_by_design}; the memory-only rows agree across designs (the memory does not depend
+        on the student).""",
         """Memories on warped defects, with the chosen design trained once more per data set, and Patchcore at its
         published 10 % coreset in the leaderboard's protocol on the same validation sets as a reference (a global
         memory: every normal patch a candidate for every query patch).""",
