@@ -40,7 +40,7 @@ from kdanomaly.weights import input_statistics
 from .anomaly_map import Fusion, Standardisation
 from .kshot_memory import KShotMemory
 from .loss import Distance, KDADLoss
-from .positional_memory import DEFAULT_MEMORY_SIZE
+from .positional_memory import DEFAULT_MEMORY_SIZE, DEFAULT_MEMORY_WINDOW
 from .synthetic_anomalies import SyntheticAnomalies
 from .torch_model import DEFAULT_FUSION_STATISTICS, DEFAULT_MEMORY_WEIGHT, KDADModel, MemoryKind
 
@@ -100,7 +100,7 @@ class KDAnomaly(AnomalibModule):
         fusion_statistics: Standardisation = DEFAULT_FUSION_STATISTICS,
         memory_layers: Sequence[str] | None = None,
         memory_kind: MemoryKind = "positional",
-        memory_window: int = 1,
+        memory_window: int = DEFAULT_MEMORY_WINDOW,
         memory_size: int = DEFAULT_MEMORY_SIZE,
         coreset_ratio: float = 0.1,
         learning_rate: float = 1e-3,

@@ -15,7 +15,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-# Normal patches kept per position, chosen on validation sets (benchmarks/validation_choices.py).
+# Window searched around each position and normal patches kept per position, chosen on validation sets with blended
+# and warped defects (benchmarks/validation_choices.py).
+DEFAULT_MEMORY_WINDOW = 3
 DEFAULT_MEMORY_SIZE = 512
 
 
@@ -43,16 +45,17 @@ class PositionalMemory(nn.Module):
     The bank is position-major, ``(h * w, C, window**2 * N)``: for every position, the features of all ``N``
     training images at that position and at its neighbours (edge-clamped). ``forward`` is then one batched
     matrix product per query batch. ``exclude`` leaves one training image out per query (leave-one-out
-    distances of the training images themselves). The default window of 1 compares a patch only with the same
-    position; the features are already 3x3-aggregated, so small misalignments are absorbed. :meth:`reduce` keeps
-    ``size`` candidates per position.
+    distances of the training images themselves). A window of 1 compares a patch only with the same position; the
+    default 3 also with its 8 neighbours, so a part shifted by a grid cell (8 px at the default layers) still finds
+    its normal look. :meth:`reduce` keeps ``size`` candidates per position, so the window costs nine times the
+    candidates while the memory is built, not at search time.
 
     The bank is stored centred on each position's mean training feature (``centre``, subtracted from queries too):
     distances are unchanged, but the expanded ``|q|² + |b|² - 2 q·b`` then cancels small numbers instead of large
     ones, so engines that sum in another order (ONNX Runtime, OpenVINO) agree with PyTorch to float precision.
     """
 
-    def __init__(self, window: int = 1, size: int = DEFAULT_MEMORY_SIZE) -> None:
+    def __init__(self, window: int = DEFAULT_MEMORY_WINDOW, size: int = DEFAULT_MEMORY_SIZE) -> None:
         super().__init__()
         if window < 1 or window % 2 == 0:
             raise ValueError(f"memory window must be an odd positive number, got {window}")

@@ -19,7 +19,7 @@ from kdanomaly.models.components.backbone import resolve_layers
 from .anomaly_map import AnomalyMapGenerator, Fusion, MapStatistics, Standardisation
 from .kshot_memory import KShotMemory
 from .loss import Distance
-from .positional_memory import DEFAULT_MEMORY_SIZE, PositionalMemory, memory_features
+from .positional_memory import DEFAULT_MEMORY_SIZE, DEFAULT_MEMORY_WINDOW, PositionalMemory, memory_features
 from .segmentation import SegmentationHead
 
 MemoryKind = Literal["positional", "prototype"]
@@ -88,7 +88,7 @@ class KDADModel(nn.Module):
         fusion_statistics: Standardisation = DEFAULT_FUSION_STATISTICS,
         memory_layers: Sequence[str] | None = None,
         memory_kind: MemoryKind = "positional",
-        memory_window: int = 1,
+        memory_window: int = DEFAULT_MEMORY_WINDOW,
         memory_size: int = DEFAULT_MEMORY_SIZE,
         coreset_ratio: float = 0.1,
     ) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kdanomaly import KDAnomaly
 from kdanomaly.weights import MissingWeightsError
@@ -16,6 +18,23 @@ def test_ablation_switches_change_the_student(use_simam: bool, use_sspcab: bool)
     has_simam = any(type(m).__name__ == "SimAM" for m in model.model.student.modules())
     assert has_simam == use_simam
     assert (model.model.sspcab is not None) == use_sspcab
+
+
+def test_the_shipped_config_spells_out_every_switch_at_its_default() -> None:
+    """configs/kdanomaly/mvtec.yaml is documented as KDAnomaly's defaults written out; a changed default must
+    change it too (a default of None is derived from other switches, e.g. ``memory_layers``, and written resolved)."""
+    config = yaml.safe_load((Path(__file__).parents[4] / "configs" / "kdanomaly" / "mvtec.yaml").read_text())
+    configured = config["model"]["init_args"]
+    parameters = inspect.signature(KDAnomaly.__init__).parameters
+    defaults = {
+        name: p.default
+        for name, p in parameters.items()
+        if p.default not in (inspect.Parameter.empty, None) and name in configured
+    }
+    assert {name: configured[name] for name in defaults} == {
+        name: list(value) if isinstance(value, tuple) else value for name, value in defaults.items()
+    }
+    assert set(configured) <= set(parameters)
 
 
 def test_default_pre_processor_uses_the_backbones_normalisation() -> None:
