@@ -638,9 +638,11 @@ def both_families(chosen: Choice, blended: list[dict[str, str]], warped: list[di
         **{best[2]:g}** ({auroc(means[best][2])})."""
         + (
             f""" KDAnomaly's default since (`memory_window`, `memory_size`), in place of the second stage's
-            {memory_name(*chosen.memory)[0]} window; the leaderboard's KDAnomaly cells were re-run with it. The search
-            costs the same per image (both keep {chosen.memory[1]} patches per position); the build holds
-            {best[0] ** 2 // chosen.memory[0] ** 2} times as many candidates before the k-center reduction."""
+            {memory_name(*chosen.memory)[0]} window; the leaderboard's KDAnomaly cells were re-run with it. From
+            {chosen.memory[1]} training images on, the search costs the same per image (both keep {chosen.memory[1]}
+            patches per position) and the build holds {best[0] ** 2 // chosen.memory[0] ** 2} times as many candidates
+            before the k-center reduction; with fewer images the wider window also keeps up to that many times as
+            many patches (at most {chosen.memory[1]})."""
             if best[:2] == default_memory()
             else f""" KDAnomaly's default is not this but a {memory_name(*default_memory())[0]} window with
             {default_memory()[1]} patches per position."""
