@@ -33,6 +33,24 @@ def test_eval_forward_gives_a_map_of_the_input_size_and_its_max_as_score(small_m
     assert (out.anomaly_map >= 0).all()
 
 
+def _weights_in(model: KDADModel, layout: torch.memory_format) -> bool:
+    """Whether every 4-D weight of ``model`` is laid out as ``layout`` (1x1 and depthwise kernels are both)."""
+    return all(p.is_contiguous(memory_format=layout) for p in model.parameters() if p.ndim == 4)
+
+
+def test_evaluation_runs_channels_last_with_the_map_of_the_default_layout(small_model: KDADModel) -> None:
+    images = torch.rand(2, 3, 64, 64)
+    small_model.eval()
+    assert _weights_in(small_model, torch.channels_last)
+    with torch.no_grad():
+        fast = small_model(images).anomaly_map
+        small_model.to(memory_format=torch.contiguous_format)  # the layout training uses
+        default = small_model(images).anomaly_map
+    torch.testing.assert_close(fast, default, rtol=1e-4, atol=1e-5)
+    small_model.train()
+    assert _weights_in(small_model, torch.contiguous_format), "training must keep PyTorch's default layout"
+
+
 @pytest.mark.parametrize("size", [(100, 100), (32, 32), (256, 250)])
 def test_image_sizes_the_model_cannot_take_are_rejected(size: tuple[int, int], small_model: KDADModel) -> None:
     with pytest.raises(ValueError, match="cannot be taken"):
