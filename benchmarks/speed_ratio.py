@@ -37,7 +37,7 @@ from kdanomaly.benchmark.patchcore import KCenterPatchcore
 from kdanomaly.benchmark.timing import inference_ms_per_image, timing_images
 from kdanomaly.models.kdad.positional_memory import PositionalMemory
 
-MEMORY_SIZE_KEY = "KDAnomaly_memory_size"
+MEMORY_SIZE_KEY, MEMORY_WINDOW_KEY = "KDAnomaly_memory_size", "KDAnomaly_memory_window"
 
 
 def load(name: str, checkpoint: Path, profile: str) -> AnomalibModule:
@@ -70,7 +70,7 @@ def side_by_side(
     result = {f"{name}_ms_batch{b}": round(median(t), 2) for name, per in timings.items() for b, t in per.items()}
     memory = models["KDAnomaly"].model.memory
     if isinstance(memory, PositionalMemory):  # its cost grows with the patches kept per position
-        result[MEMORY_SIZE_KEY] = memory.size
+        result[MEMORY_SIZE_KEY], result[MEMORY_WINDOW_KEY] = memory.size, memory.window
     for peer in peers:
         for batch_size in (1, 16):
             ratio = median(timings["KDAnomaly"][batch_size]) / median(timings[peer][batch_size])

@@ -131,8 +131,8 @@ class KDADModel(nn.Module):
         """Switch the student to ``mode``; the teacher always stays in eval mode (frozen BatchNorm).
 
         Out of training the convolution weights are held channels-last, oneDNN's fast layout for the backbone's
-        depthwise convolutions on CPU (teacher and student ~1.7x faster here); training keeps PyTorch's default
-        layout, so trained weights do not depend on the switch."""
+        depthwise convolutions on CPU; training keeps PyTorch's default layout, so trained weights do not depend
+        on the switch."""
         super().train(mode)
         self.teacher.eval()
         return self.to(memory_format=torch.contiguous_format if mode else torch.channels_last)

@@ -54,13 +54,17 @@ def test_check_reports_a_stale_file_and_writes_nothing(
     assert stale.read_text() == "| an old table |\n"
 
 
-def test_timings_of_another_memory_size_than_the_default_are_flagged() -> None:
-    default = readme.source_literal("DEFAULT_MEMORY_SIZE", readme.POSITIONAL_MEMORY)
-    timed = {"datasets": {"a": {"KDAnomaly_memory_size": default}, "b": {"KDAnomaly_memory_size": default}}}
+def test_timings_of_another_memory_than_the_default_are_flagged() -> None:
+    window, size = readme.default_memory()
+    current = {"KDAnomaly_memory_size": size, "KDAnomaly_memory_window": window}
+    timed = {"datasets": {"a": dict(current), "b": dict(current)}}
     assert readme.earlier_memory_note(timed) == ""
-    timed["datasets"]["b"]["KDAnomaly_memory_size"] = default // 4
-    note = readme.earlier_memory_note(timed)
-    assert f"{default // 4} / {default}" in note and f"default of {default}" in note
+    timed["datasets"]["b"]["KDAnomaly_memory_size"] = size // 4
+    assert f"{size // 4} patches per position" in readme.earlier_memory_note(timed)
+    timed["datasets"]["b"] = {"KDAnomaly_memory_size": size}  # timed before the window was recorded: window 1
+    note = " ".join(readme.earlier_memory_note(timed).split())
+    assert f"with a 1{readme.TIMES}1 window, {size} patches" in note
+    assert f"default of a {window}{readme.TIMES}{window} window, {size} patches" in note
 
 
 def _validation_row(dataset: str, memory: tuple[int, int], weight: float, value: float) -> dict[str, str]:
