@@ -301,11 +301,12 @@ def leaderboard_section() -> Section:
         "### Inference time, side by side",
         f"""The per-cell timings come from separate processes at different moments. `benchmarks/speed_ratio.py`
         times the checkpoints the run kept side by side: per dataset, same process, the same 16 test images,
-        alternating passes, the median of 5 rounds. Patchcore's cost grows with its training set (its bank is
-        10 % of the training patches); KDAnomaly's stops growing once its memory holds its {size} candidates per
-        position ({-(-size // window**2)} training images with the {window}{TIMES}{window} window). Out of training
-        KDAnomaly holds its convolution weights channels-last (its own code, `torch_model.py`); the peers run as
-        Anomalib ships them.""",
+        alternating passes, the median of 5 rounds (the peers' checkpoints for the current file came from their
+        cells run again with the same command; a model's time does not depend on its trained weights).
+        Patchcore's cost grows with its training set (its bank is 10 % of the training patches); KDAnomaly's stops
+        growing once its memory holds its {size} candidates per position ({-(-size // window**2)} training images
+        with the {window}{TIMES}{window} window). Out of training KDAnomaly holds its convolution weights
+        channels-last (its own code, `torch_model.py`); the peers run as Anomalib ships them.""",
         command(
             f"python -m benchmarks.speed_ratio --out benchmarks/results/{LEADERBOARD}/speed_ratio.json \\",
             "    --datasets " + " ".join(LEADERBOARD_DATASETS),
@@ -1443,8 +1444,11 @@ def benchmarks_readme(sections: Sequence[Section]) -> str:
         the sections on the validation choice and on defect naming measure both configurations; the others measured
         the earlier defaults (forward student, memory weight 0.7), and their commands now measure the new ones.
         The memory's size (512 normal patches per position) and window (3x3) were chosen last: of the files
-        above, the leaderboard's KDAnomaly cells use both, the validation stages that chose them evaluate each;
-        the steps curve, the station loop and the side-by-side timing kept a 1x1 window with 128.""",
+        above, the leaderboard's KDAnomaly cells and the side-by-side timing use both, the validation stages that
+        chose them evaluate each; the steps curve and the station loop kept a 1x1 window with 128. KDAnomaly's
+        PyTorch inference went channels-last after that: the same two measure it; the engine section's PyTorch
+        rows and the `kdanomaly inspect` throughput predate it (the engine section's ONNX and OpenVINO rows do not
+        depend on it).""",
         "\n".join(f"- [{section.title}](#{section.anchor})" for section in sections),
     )
     return "\n".join([head + "\n", *(section.markdown() for section in sections)])
