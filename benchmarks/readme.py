@@ -607,7 +607,7 @@ def structural_validation_section() -> Section:
 def both_families(chosen: Choice, blended: list[dict[str, str]], warped: list[dict[str, str]]) -> tuple[str, ...]:
     """Paragraphs of the memory stage's rule over the blended and the warped validation sets together, for the
     memories run on all of them; the blended 3x3 rows come from their own file."""
-    configuration = chosen.configuration
+    configuration, default = chosen.configuration, default_memory()
     rows = blended + read_csv(WINDOW_FILE) + warped
     blended_sets = list(dict.fromkeys(r["dataset"] for r in blended))
     every = blended_sets + list(dict.fromkeys(r["dataset"] for r in warped))
@@ -652,9 +652,9 @@ def both_families(chosen: Choice, blended: list[dict[str, str]], warped: list[di
             patches per position) and the build holds {best[0] ** 2 // chosen.memory[0] ** 2} times as many candidates
             before the k-center reduction; with fewer images the wider window also keeps up to that many times as
             many patches (at most {chosen.memory[1]})."""
-            if best[:2] == default_memory()
-            else f""" KDAnomaly's default is not this but a {memory_name(*default_memory())[0]} window with
-            {default_memory()[1]} patches per position."""
+            if best[:2] == default
+            else f""" KDAnomaly's default is not this but a {memory_name(*default)[0]} window with {default[1]}
+            patches per position."""
         ),
     )
 

@@ -167,7 +167,7 @@ class PositionalMemory(nn.Module):
             msg = f"features {tuple(features.shape)} do not match the memory bank of {self.n_images} images "
             raise ValueError(msg + f"{tuple(self.bank.shape)} (same backbone, layers and image size as when built?)")
         queries = features.permute(2, 3, 0, 1).reshape(height * width, batch, channels) - self.centre[:, None, :]
-        queries = queries.contiguous()  # a strided operand sends bmm to one product per position (~2x slower)
+        queries = queries.contiguous()  # a strided operand sends bmm to one small product per position
         squared = (
             queries.pow(2).sum(-1, keepdim=True) + self.bank_norms - 2 * torch.bmm(queries, self.bank)
         )  # (h * w, B, candidates)
