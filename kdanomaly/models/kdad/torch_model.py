@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from kdanomaly.models.components import TimmFeatures, insert_simam, validate_image_size
 from kdanomaly.models.components.backbone import resolve_layers
+from kdanomaly.models.components.batchnorm_folding import FoldedCopy
 
 from .anomaly_map import AnomalyMapGenerator, Fusion, MapStatistics, Standardisation
 from .kshot_memory import KShotMemory
@@ -23,6 +24,7 @@ from .positional_memory import DEFAULT_MEMORY_SIZE, DEFAULT_MEMORY_WINDOW, Posit
 from .segmentation import SegmentationHead
 
 MemoryKind = Literal["positional", "prototype"]
+Network = Literal["teacher", "student", "segmentation_head"]
 DEFAULT_MEMORY_WEIGHT = 0.5  # chosen on validation sets with the statistics: benchmarks/validation_choices.py
 DEFAULT_FUSION_STATISTICS: Standardisation = "image_max"
 
@@ -126,16 +128,28 @@ class KDADModel(nn.Module):
             PositionalMemory(memory_window, memory_size) if memory_kind == "positional" else KShotMemory(coreset_ratio)
         )
         self.map_statistics = MapStatistics(fusion_statistics)
+        self._folded_copies = {name: FoldedCopy() for name in ("teacher", "student", "segmentation_head")}
 
     def train(self, mode: bool = True) -> KDADModel:
         """Switch the student to ``mode``; the teacher always stays in eval mode (frozen BatchNorm).
 
         Out of training the convolution weights are held channels-last, oneDNN's fast layout for the backbone's
         depthwise convolutions on CPU; training keeps PyTorch's default layout, so trained weights do not depend
-        on the switch."""
+        on the switch. Out of training the networks also run as copies with their BatchNorm folded into the
+        convolutions (see :func:`network`)."""
         super().train(mode)
         self.teacher.eval()
         return self.to(memory_format=torch.contiguous_format if mode else torch.channels_last)
+
+    def network(self, name: Network) -> nn.Module:
+        """The teacher, student or segmentation head as it runs now: itself in training, else a copy with every
+        BatchNorm folded into its convolution (the same outputs to float rounding, one pass over each feature
+        map fewer), remade whenever the network's weights change. Exporters trace the network itself (ONNX
+        Runtime and OpenVINO fold BatchNorm on their own)."""
+        network = getattr(self, name)
+        if self.training or torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return network
+        return self._folded_copies[name](network)
 
     def check_input(self, images: torch.Tensor) -> None:
         """Raise ValueError for tensors the networks cannot take."""
@@ -147,7 +161,7 @@ class KDADModel(nn.Module):
         self, images: torch.Tensor
     ) -> tuple[dict[str, torch.Tensor], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
         """Student features after SSPCAB, and each SSPCAB's (input, output) pair."""
-        features = self.student(images)
+        features = self.network("student")(images)
         if self.sspcab is None:
             return features, {}
         pairs = {layer: (value, self.sspcab[_module_key(layer)](value)) for layer, value in features.items()}
@@ -175,7 +189,7 @@ class KDADModel(nn.Module):
             return self.training_features(images)
         self.check_input(images)
         with torch.no_grad():
-            teacher = self.teacher(images)
+            teacher = self.network("teacher")(images)
         student, _ = self.student_features(images)
         distillation_map = self.distillation_map(teacher, student, images.shape[-2:])
         if self.memory_weight == 0:
@@ -196,7 +210,7 @@ class KDADModel(nn.Module):
         when there is one, else the feature distance fused over scales."""
         if self.segmentation_head is None:
             return self.anomaly_map_generator(teacher, student, image_size, smooth=False)
-        probability = torch.sigmoid(self.segmentation_head(teacher, student))
+        probability = torch.sigmoid(self.network("segmentation_head")(teacher, student))
         return F.interpolate(probability, size=image_size, mode="bilinear", align_corners=False)
 
     def memory_map(self, features: torch.Tensor, image_size: tuple[int, int] | torch.Size) -> torch.Tensor:
@@ -217,7 +231,7 @@ class KDADModel(nn.Module):
         stored, distillation_maps = [], []
         for images in batches:
             self.check_input(images)
-            teacher = self.teacher(images)
+            teacher = self.network("teacher")(images)
             student, _ = self.student_features(images)
             if teacher_bank:
                 stored.append(memory_features(teacher, self.memory_layers))

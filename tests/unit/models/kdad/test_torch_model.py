@@ -51,6 +51,38 @@ def test_evaluation_runs_channels_last_with_the_map_of_the_default_layout(small_
     assert _weights_in(small_model, torch.contiguous_format), "training must keep PyTorch's default layout"
 
 
+def test_evaluation_runs_folded_networks_that_follow_training() -> None:
+    """Out of training no BatchNorm runs, the map is the unfolded networks' map, the state dict is untouched, and
+    a training step reaches the next evaluation."""
+    torch.manual_seed(0)
+    model = KDADModel("tf_efficientnet_lite0", ["blocks.1", "blocks.2"], memory_weight=0.0, segmentation=True)
+    keys = set(model.state_dict())
+    images = torch.rand(2, 3, 64, 64)
+
+    def maps() -> tuple[torch.Tensor, torch.Tensor]:
+        model.eval()
+        with torch.no_grad():
+            folded = model(images).anomaly_map
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(KDADModel, "network", lambda self, name: getattr(self, name))
+                unfolded = model(images).anomaly_map
+        return folded, unfolded
+
+    folded, unfolded = maps()
+    torch.testing.assert_close(folded, unfolded, rtol=1e-4, atol=1e-5)
+    for name in ("teacher", "student", "segmentation_head"):
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.network(name).modules()), name
+    assert set(model.state_dict()) == keys
+    model.train()
+    optimiser = torch.optim.SGD(model.parameters(), lr=1.0)
+    features = model(images)
+    (features.segmentation_logits.mean() + sum(s.mean() for s in features.student.values())).backward()
+    optimiser.step()
+    after_step, unfolded_after_step = maps()
+    torch.testing.assert_close(after_step, unfolded_after_step, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(after_step, folded, atol=1e-4), "the step must change the map"
+
+
 @pytest.mark.parametrize("size", [(100, 100), (32, 32), (256, 250)])
 def test_image_sizes_the_model_cannot_take_are_rejected(size: tuple[int, int], small_model: KDADModel) -> None:
     with pytest.raises(ValueError, match="cannot be taken"):
