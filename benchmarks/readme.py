@@ -306,7 +306,8 @@ def leaderboard_section() -> Section:
         Patchcore's cost grows with its training set (its bank is 10 % of the training patches); KDAnomaly's stops
         growing once its memory holds its {size} candidates per position ({-(-size // window**2)} training images
         with the {window}{TIMES}{window} window). Out of training KDAnomaly holds its convolution weights
-        channels-last (its own code, `torch_model.py`); the peers run as Anomalib ships them.""",
+        channels-last and runs copies of its networks with BatchNorm folded into the convolutions (its own code,
+        `torch_model.py`); the peers run as Anomalib ships them.""",
         command(
             f"python -m benchmarks.speed_ratio --out benchmarks/results/{LEADERBOARD}/speed_ratio.json \\",
             "    --datasets " + " ".join(LEADERBOARD_DATASETS),
@@ -1446,9 +1447,10 @@ def benchmarks_readme(sections: Sequence[Section]) -> str:
         The memory's size (512 normal patches per position) and window (3x3) were chosen last: of the files
         above, the leaderboard's KDAnomaly cells and the side-by-side timing use both, the validation stages that
         chose them evaluate each; the steps curve and the station loop kept a 1x1 window with 128. KDAnomaly's
-        PyTorch inference went channels-last after that: the same two measure it; the engine section's PyTorch
-        rows and the `kdanomaly inspect` throughput predate it (the engine section's ONNX and OpenVINO rows do not
-        depend on it).""",
+        PyTorch inference then went channels-last, and later ran its networks with BatchNorm folded into their
+        convolutions: the leaderboard's KDAnomaly cells measure the first, the side-by-side timing both; the
+        engine section's PyTorch rows and the `kdanomaly inspect` throughput predate both (the engine section's
+        ONNX and OpenVINO rows do not depend on them).""",
         "\n".join(f"- [{section.title}](#{section.anchor})" for section in sections),
     )
     return "\n".join([head + "\n", *(section.markdown() for section in sections)])
