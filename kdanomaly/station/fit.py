@@ -22,6 +22,9 @@ from kdanomaly.inspection.scoring import ImageFiles
 from .record import STATION_FILE, Station, StationError, Version, relative
 
 MIN_TRAINING_IMAGES = 8  # the positional memory and the student need a few images; fewer is refused
+# Resumable checkpoints a fit writes, at most one per epoch: each refreshes KDAnomaly's map statistics over every
+# training image and writes its memory bank, which costs about as much as an epoch of a few training steps.
+CHECKPOINTS_PER_FIT = 20
 
 
 @dataclass(frozen=True)
@@ -133,18 +136,26 @@ def _train(training: list[str], work: Path, options: FitOptions) -> Path:
     )  # fmt: skip
     model = KDAnomaly(pre_processor=KDAnomaly.configure_pre_processor(size), visualizer=False)
     checkpoints = work / "checkpoints"
+    every = checkpoint_interval(len(training), options)
     engine = Engine(
         max_steps=options.steps, max_epochs=-1, limit_val_batches=0, accelerator="cpu", devices=1,
         default_root_dir=work, logger=False,
         enable_progress_bar=options.progress,
-        callbacks=[ModelCheckpoint(dirpath=checkpoints, filename="model", save_last=True, every_n_epochs=1)],
+        callbacks=[ModelCheckpoint(dirpath=checkpoints, filename="model", save_last=True, every_n_epochs=every)],
     )  # fmt: skip
     last = checkpoints / "last.ckpt"
     if last.is_file():
         progress = torch.load(last, map_location="cpu", weights_only=False)
         print(f"resuming the fit after epoch {progress['epoch']} (step {progress['global_step']} of {options.steps})")
     engine.fit(model, datamodule=datamodule, ckpt_path=str(last) if last.is_file() else None)
+    engine.trainer.save_checkpoint(last)  # the final weights, whether or not the last epoch was a checkpoint's
     return last
+
+
+def checkpoint_interval(training_images: int, options: FitOptions) -> int:
+    """Epochs between a fit's checkpoints: one, or more when a fit has more than CHECKPOINTS_PER_FIT epochs."""
+    steps_per_epoch = math.ceil(training_images / options.batch_size)
+    return max(1, round(options.steps / CHECKPOINTS_PER_FIT / steps_per_epoch))
 
 
 def _first_version(out: Path, checkpoint: Path, split: dict, options: FitOptions) -> Station:
