@@ -22,14 +22,12 @@ def fold_batchnorm(network: nn.Module) -> nn.Module:
     (``conv``, then its ``bn``); a BatchNorm without running statistics is kept as it is.
     """
     folded = copy.deepcopy(network).eval()
-    previous: tuple[str, nn.Module] | None = None
+    previous: nn.Module | None = None
     for name, module in list(folded.named_modules()):
-        if isinstance(module, nn.BatchNorm2d) and previous is not None:
-            convolution = previous[1]
-            if isinstance(convolution, nn.Conv2d) and _foldable(convolution, module):
-                _fold_into(convolution, module)
-                _replace(folded, name, getattr(module, "act", None) or nn.Identity())
-        previous = (name, module)
+        if isinstance(module, nn.BatchNorm2d) and isinstance(previous, nn.Conv2d) and _foldable(previous, module):
+            _fold_into(previous, module)
+            _replace(folded, name, getattr(module, "act", None) or nn.Identity())
+        previous = module
     return folded
 
 

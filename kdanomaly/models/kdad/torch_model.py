@@ -5,7 +5,7 @@ a k-shot VectorStore) fused with the distillation map."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import torch
 from anomalib.data import InferenceBatch
@@ -128,7 +128,7 @@ class KDADModel(nn.Module):
             PositionalMemory(memory_window, memory_size) if memory_kind == "positional" else KShotMemory(coreset_ratio)
         )
         self.map_statistics = MapStatistics(fusion_statistics)
-        self._folded_copies = {name: FoldedCopy() for name in ("teacher", "student", "segmentation_head")}
+        self._folded_copies = {name: FoldedCopy() for name in get_args(Network)}
 
     def train(self, mode: bool = True) -> KDADModel:
         """Switch the student to ``mode``; the teacher always stays in eval mode (frozen BatchNorm).
