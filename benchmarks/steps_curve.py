@@ -1,7 +1,10 @@
 """KDAnomaly's image AUROC, pixel AUROC and pixel AUPRO against its training steps, on one dataset.
 
 Each budget of ``STEPS_CURVE`` is a leaderboard run of its own (profile ``steps<N>``, the ``cpu`` protocol with
-another step budget) in ``--out/steps<N>``, so a killed run resumes at its unfinished budget. Every cell also
+another step budget) in ``--out/steps<N>``, so a killed run resumes at its unfinished budget. Each budget continues
+the previous budget's kept checkpoint (weights, Adam state and step count; Adam at a constant learning rate, so
+a budget is the earlier run trained on; one that stopped mid-epoch goes on with freshly shuffled batches), and
+the curve costs the largest budget's steps once. Every cell also
 scores the distillation map alone (memory off). The curve is drawn from the runs' ``results.csv`` files.
 
     python -m benchmarks.steps_curve --dataset mvtec:../shared/datasets/mvtec_ad:screw \
@@ -67,8 +70,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    previous: Path | None = None
     for steps in STEPS_CURVE:
-        run_leaderboard([MODEL], [args.dataset], f"steps{steps}", args.seed, args.out / f"steps{steps}")
+        profile = f"steps{steps}"
+        run_leaderboard([MODEL], [args.dataset], profile, args.seed, args.out / profile, resume_from=previous)
+        previous = args.out / profile / "checkpoints" / profile / f"{MODEL}_{args.dataset.name}.ckpt"
     draw(curve(args.out), args.out / "steps_curve.png")
 
 

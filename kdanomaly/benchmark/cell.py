@@ -41,17 +41,25 @@ if TYPE_CHECKING:
 
 
 def run_cell(
-    model_name: str, dataset: DatasetSpec, profile: Profile, seed: int, work_dir: Path, checkpoints: Path
+    model_name: str,
+    dataset: DatasetSpec,
+    profile: Profile,
+    seed: int,
+    work_dir: Path,
+    checkpoints: Path,
+    resume_from: Path | None = None,
 ) -> list[dict[str, object]]:
     """Train, test and time one model on one dataset; return its leaderboard row(s). The trained model is kept as
     ``checkpoints/<profile>/<model>_<dataset>.ckpt`` (for side-by-side timing afterwards).
 
     The KDAnomaly cell returns a second row: the same trained model evaluated without its normal memory.
+    ``resume_from``: a kept checkpoint of a smaller step budget that training continues (its seconds are then
+    the continuation's).
     """
     seed_everything(seed, workers=True)
     model = MODELS[model_name](profile)
     datamodule = dataset.datamodule(seed)
-    run = fit_and_evaluate(model, datamodule, work_dir, **profile.trainer_arguments(model_name))
+    run = fit_and_evaluate(model, datamodule, work_dir, resume_from, **profile.trainer_arguments(model_name))
     common = {"dataset": dataset.name, "profile": profile.name, "seed": seed, "backbone": BACKBONE}
     common |= {
         "train_seconds": round(run.train_seconds, 1),
@@ -100,8 +108,11 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, required=True, help="scratch folder of the training run")
     parser.add_argument("--checkpoints", type=Path, required=True, help="folder that keeps the trained model")
     parser.add_argument("--json", type=Path, required=True, help="where to write the row(s), a JSON list")
+    parser.add_argument("--resume-from", type=Path, help="checkpoint of a smaller step budget to continue")
     args = parser.parse_args()
-    rows = run_cell(args.model, args.dataset, PROFILES[args.profile], args.seed, args.work_dir, args.checkpoints)
+    rows = run_cell(
+        args.model, args.dataset, PROFILES[args.profile], args.seed, args.work_dir, args.checkpoints, args.resume_from
+    )
     args.json.write_text(json.dumps(rows, indent=2))
 
 

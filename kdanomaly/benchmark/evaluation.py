@@ -107,13 +107,20 @@ def cpu_engine(work_dir: Path, **trainer_arguments: Any) -> Engine:
 
 
 def fit_and_evaluate(
-    model: AnomalibModule, datamodule: AnomalibDataModule, work_dir: Path, **trainer_arguments: Any
+    model: AnomalibModule,
+    datamodule: AnomalibDataModule,
+    work_dir: Path,
+    resume_from: Path | None = None,
+    **trainer_arguments: Any,
 ) -> FittedRun:
     """Fit on CPU (no logger, no progress bar) and :func:`evaluate`; training time runs until the first
-    validation batch (memory-bank fitting before it counts as training, the evaluation pass does not)."""
+    validation batch (memory-bank fitting before it counts as training, the evaluation pass does not).
+
+    ``resume_from``: a Lightning checkpoint (weights, optimiser state, step) that the fit continues up to the
+    trainer's ``max_steps``."""
     outputs = ValidationOutputs()
     engine = cpu_engine(work_dir, callbacks=[outputs], **trainer_arguments)
     started = time.perf_counter()
-    engine.fit(model, datamodule=datamodule)
+    engine.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     metrics = evaluate(engine, model, datamodule, outputs)
     return FittedRun(engine, outputs, metrics, (outputs.first_batch_started or time.perf_counter()) - started)

@@ -36,14 +36,28 @@ def offline_environment() -> dict[str, str]:
     return env
 
 
-def run_leaderboard(models: list[str], datasets: list[DatasetSpec], profile: str, seed: int, out: Path) -> ResultsTable:
-    """Run every unfinished (model, dataset) cell, appending each row as it finishes; then write the reports."""
+def run_leaderboard(
+    models: list[str],
+    datasets: list[DatasetSpec],
+    profile: str,
+    seed: int,
+    out: Path,
+    resume_from: Path | None = None,
+) -> ResultsTable:
+    """Run every unfinished (model, dataset) cell, appending each row as it finishes; then write the reports.
+
+    ``resume_from``: for a single cell, a kept checkpoint (``checkpoints/...``) of a smaller step budget that its
+    training continues."""
     unknown = [model for model in models if model not in MODELS]
     if unknown:
         raise ValueError(f"unknown models {unknown}; available: {sorted(MODELS)} (not runnable here: {UNAVAILABLE})")
+    if resume_from is not None and len(models) * len(datasets) != 1:
+        raise ValueError(f"resume_from continues one cell's training, got {len(models)} models x {len(datasets)} sets")
     table = ResultsTable(out / "results.csv")
     finished = table.finished()
     cells = [(m, d) for d in datasets for m in models if (m, d.name, profile, str(seed)) not in finished]
+    if cells and resume_from is not None and not resume_from.is_file():
+        raise FileNotFoundError(f"no checkpoint to continue at {resume_from}")
     env = offline_environment()
     for model, dataset in tqdm(cells, desc=f"leaderboard ({len(finished)} cells already done)", unit="cell"):
         with tempfile.TemporaryDirectory() as scratch:
@@ -59,6 +73,7 @@ def run_leaderboard(models: list[str], datasets: list[DatasetSpec], profile: str
                 f"--work-dir={scratch}",
                 f"--checkpoints={out / 'checkpoints'}",
                 f"--json={row_file}",
+                *([f"--resume-from={resume_from}"] if resume_from else []),
             ]
             run_child(command, env)
             for row in json.loads(row_file.read_text()):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from kdanomaly.benchmark.contenders import MODELS, PROFILES, DatasetSpec
 from kdanomaly.benchmark.leaderboard import run_leaderboard
@@ -56,3 +57,30 @@ def test_one_pass_metrics_equal_anomalib_test_and_other_splits_use_it(tmp_path: 
     )
     folder.setup()
     assert not same_images(folder)  # Folder validates on half the test split: scored by Engine.test instead
+
+
+def test_a_fit_resumed_from_a_checkpoint_continues_its_training(tmp_path: Path) -> None:
+    """The steps curve's budgets continue each other: resumed at its own step budget, a fit trains no further and
+    evaluates the checkpoint's student; a fresh fit with another seed ends elsewhere."""
+    from lightning.pytorch import seed_everything
+
+    from kdanomaly.benchmark.evaluation import fit_and_evaluate
+
+    generate_synthetic_dataset(tmp_path / "data", "weave", image_size=64, n_train=8, n_test_good=2, n_test_per_defect=1)
+    dataset = DatasetSpec.parse(f"mvtec:{tmp_path / 'data'}:weave")
+    arguments = PROFILES["smoke"].trainer_arguments("KDAnomaly")
+
+    def trained(seed: int, work: str, resume_from: Path | None = None):
+        seed_everything(seed)
+        model = MODELS["KDAnomaly"](PROFILES["smoke"])
+        run = fit_and_evaluate(model, dataset.datamodule(seed), tmp_path / work, resume_from, **arguments)
+        return run, model.model.student.state_dict()
+
+    first, first_student = trained(0, "first")
+    checkpoint = tmp_path / "first.ckpt"
+    first.engine.trainer.save_checkpoint(checkpoint)
+    resumed, resumed_student = trained(1, "resumed", checkpoint)
+    _, fresh_student = trained(1, "fresh")
+    assert resumed.engine.trainer.global_step == first.engine.trainer.global_step == arguments["max_steps"]
+    assert all(torch.equal(resumed_student[name], value) for name, value in first_student.items())
+    assert not all(torch.equal(fresh_student[name], value) for name, value in first_student.items())
