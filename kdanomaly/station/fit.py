@@ -119,6 +119,8 @@ def _train(training: list[str], work: Path, options: FitOptions) -> Path:
 
     from kdanomaly.models import KDAnomaly
 
+    from .checkpoint_io import SameFolderCheckpointIO
+
     links = work / "train"
     if not links.is_dir():  # Anomalib's Folder reads a directory: link the training images into one
         staging = work / "train.partial"
@@ -140,7 +142,7 @@ def _train(training: list[str], work: Path, options: FitOptions) -> Path:
     engine = Engine(
         max_steps=options.steps, max_epochs=-1, limit_val_batches=0, accelerator="cpu", devices=1,
         default_root_dir=work, logger=False,
-        enable_progress_bar=options.progress,
+        enable_progress_bar=options.progress, plugins=[SameFolderCheckpointIO()],
         callbacks=[ModelCheckpoint(dirpath=checkpoints, filename="model", save_last=True, every_n_epochs=every)],
     )  # fmt: skip
     last = checkpoints / "last.ckpt"

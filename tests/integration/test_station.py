@@ -67,8 +67,7 @@ def fitted(good_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Fitte
     deadline = time.monotonic() + 300
     while not last.is_file() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    time.sleep(1.0)  # let the first checkpoint be written completely
-    os.killpg(process.pid, signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)  # as soon as the first checkpoint appears: it appears whole
     process.wait()
     assert last.is_file(), process.stderr.read().decode()[-2000:] if process.stderr else ""
     assert not (out / "station.json").exists()
@@ -112,7 +111,9 @@ def trained_station(trained: TrainedRun, tmp_path_factory: pytest.TempPathFactor
 def test_a_killed_fit_resumes_where_it_stopped(fitted: FittedStation) -> None:
     assert 0 < fitted.stopped_at_step < STEPS
     assert "resuming the fit after epoch" in fitted.resumed_output
-    assert torch.load(fitted.root / "work" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == STEPS
+    checkpoints = fitted.root / "work" / "checkpoints"
+    assert torch.load(checkpoints / "last.ckpt", weights_only=False)["global_step"] == STEPS
+    assert not list(checkpoints.glob("*.partial"))
 
 
 def test_fit_splits_trains_calibrates_and_skips_what_it_cannot_read(station: Path, good_folder: Path) -> None:
