@@ -31,7 +31,7 @@ class TeacherEmbedder:
         from kdanomaly.engines.graph import load_scoring_graph
 
         graph, _ = load_scoring_graph(checkpoint)
-        self.teacher = graph.model.teacher.eval()
+        self.teacher = graph.model.network("teacher")  # BatchNorm folded, as KDAnomaly evaluates it
         self.mean, self.std = graph.mean, graph.std
         self.embedding_dim = int(self.teacher.channels[-1])
         self.background_contrast = background_contrast

@@ -138,7 +138,7 @@ def _with_false_alarms(checkpoint: Path, false_alarms: list[Path], station: Stat
             raise StationError("learning false alarms needs the positional memory (the station's default)")
         images = torch.from_numpy(model_views(_reviewed(false_alarms, station.image_size)))
         with torch.no_grad():
-            teacher = graph.model.teacher((images - graph.mean) / graph.std)
+            teacher = graph.model.network("teacher")((images - graph.mean) / graph.std)
             graph.model.memory.add(memory_features(teacher, graph.model.memory_layers))
         memory_state = {f"model.memory.{name}": value for name, value in graph.model.memory.state_dict().items()}
         state["state_dict"].update(memory_state)
