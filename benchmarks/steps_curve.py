@@ -69,11 +69,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", type=DatasetSpec.parse, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--budgets", type=int, nargs="+", choices=STEPS_CURVE, default=list(STEPS_CURVE),
+        help="run only these; each continues the curve's previous budget, which must have run",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     previous: Path | None = None
     for steps in STEPS_CURVE:
         profile = f"steps{steps}"
-        run_leaderboard([MODEL], [args.dataset], profile, args.seed, args.out / profile, resume_from=previous)
+        if steps in args.budgets:
+            run_leaderboard([MODEL], [args.dataset], profile, args.seed, args.out / profile, resume_from=previous)
         previous = args.out / profile / "checkpoints" / profile / f"{MODEL}_{args.dataset.name}.ckpt"
     draw(curve(args.out), args.out / "steps_curve.png")
 

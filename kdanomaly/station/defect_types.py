@@ -33,7 +33,7 @@ class TeacherEmbedder:
         graph, _ = load_scoring_graph(checkpoint)
         self.teacher = graph.model.network("teacher")  # BatchNorm folded, as KDAnomaly evaluates it
         self.mean, self.std = graph.mean, graph.std
-        self.embedding_dim = int(self.teacher.channels[-1])
+        self.embedding_dim = int(graph.model.teacher.channels[-1])
         self.background_contrast = background_contrast
 
     @torch.no_grad()
