@@ -172,7 +172,7 @@ def _first_version(out: Path, checkpoint: Path, split: dict, options: FitOptions
         root=out, image_size=options.image_size, seed=options.seed, false_review_rate=options.false_review_rate,
         training_images=split["training"], calibration_images=split["calibration"], skipped=split["skipped"],
         versions=[Version(1, relative(calibrated, out), relative(model, out), calibration.threshold,
-                          created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))],
+                          created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), false_alarms=[])],
         current=1,
     )  # fmt: skip
     station.save()

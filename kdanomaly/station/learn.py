@@ -1,9 +1,10 @@
 """``kdanomaly learn``: a reviewed run's verdicts into a new station version, without a gradient step.
 
-False alarms' teacher patches join the positional normal memory (so the same appearance is normal next time) and
-the threshold is calibrated again on the station's held-out good images; confirmed defects are embedded (the
-teacher, :class:`TeacherEmbedder`) and enrolled under their type in the defect-type memory. The new version is
-written beside the old ones, which stay untouched; :func:`undo` makes the previous one current again.
+False alarms join the normal images: the positional memory and the fusion statistics are built again, as ``fit``
+builds them, from the training images and every false alarm confirmed so far (so the same appearance is normal
+next time), and the threshold is calibrated again on the station's held-out good images; confirmed defects are
+embedded (the teacher, :class:`TeacherEmbedder`) and enrolled under their type in the defect-type memory. The new
+version is written beside the old ones, which stay untouched; :func:`undo` makes the previous one current again.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from kdanomaly.engines.graph import load_scoring_graph
+from kdanomaly.engines.graph import ScoringGraph, load_scoring_graph
 from kdanomaly.engines.runtime import TorchEngine
 from kdanomaly.inspection.calibration import store_calibration
 from kdanomaly.inspection.scoring import LoadedImage, model_views, read_images
@@ -86,7 +87,10 @@ def learn(runs: Sequence[Path], root: Path, progress: bool = True) -> Version:
     folder = root / f"v{number}"
     shutil.rmtree(folder, ignore_errors=True)  # a learn killed before it listed this version
     folder.mkdir()
-    checkpoint = _with_false_alarms(station.path(parent.checkpoint), feedback.false_alarms, station, folder)
+    held = held_false_alarms(station, parent)
+    false_alarms = held + [str(path) for path in feedback.false_alarms if str(path) not in held]
+    parent_checkpoint = station.path(parent.checkpoint)
+    checkpoint = _with_normal_images(parent_checkpoint, held != false_alarms, false_alarms, station, folder)
     scoring = FitOptions(workers=0, progress=False)
     calibration = held_out_calibration(checkpoint, station.calibration_images, station.false_review_rate, scoring)
     store_calibration(checkpoint, calibration)
@@ -97,7 +101,7 @@ def learn(runs: Sequence[Path], root: Path, progress: bool = True) -> Version:
         number, relative(checkpoint, root), relative(model, root), calibration.threshold,
         defect_types=relative(types, root) if types else parent.defect_types, parent=parent.number,
         learnt_from=feedback.sources,
-        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), false_alarms=false_alarms,
     )  # fmt: skip
     station.versions.append(version)
     station.current = number
@@ -119,28 +123,61 @@ def undo(root: Path) -> Version:
     return station.version()
 
 
-def _reviewed(paths: Sequence[Path], image_size: int) -> list[LoadedImage]:
-    """``paths`` decoded as ``inspect`` does; an unreadable one is an error (a reviewed image should be at hand)."""
+def held_false_alarms(station: Station, version: Version) -> list[str]:
+    """The false alarms ``version``'s normal memory holds, oldest first; for a version written before they were
+    listed, read from the decisions it learnt."""
+    if version.false_alarms is not None:
+        return version.false_alarms
+    held = [] if version.parent is None else held_false_alarms(station, station.version(version.parent))
+    for source in version.learnt_from:
+        run = Path(str(source["run"]))
+        try:
+            rows = {row["key"]: row for row in map(json.loads, (run / "results.jsonl").read_text().splitlines())}
+        except OSError as error:
+            msg = f"version {version.number} learnt from {run}, which can no longer be read: {error}"
+            raise StationError(msg) from None
+        decisions = read_decisions(run)
+        held += [rows[key]["path"] for key in source["keys"] if decisions[key].decision == "false_alarm"]
+    return held
+
+
+def _read(paths: Sequence[Path], image_size: int, what: str) -> list[LoadedImage]:
+    """``paths`` decoded as ``inspect`` does; an unreadable one is an error naming ``what`` they are."""
     try:
         return read_images(paths, (image_size, image_size))
     except ValueError as error:
-        raise StationError(f"reviewed images are no longer readable: {error}") from None
+        raise StationError(f"{what} are no longer readable: {error}") from None
 
 
-def _with_false_alarms(checkpoint: Path, false_alarms: list[Path], station: Station, folder: Path) -> Path:
-    """A copy of ``checkpoint`` in ``folder`` whose positional memory also holds the ``false_alarms``' patches."""
-    from kdanomaly.models.kdad.positional_memory import PositionalMemory, memory_features
+def _normalised(paths: Sequence[str], image_size: int, what: str, graph: ScoringGraph) -> torch.Tensor:
+    """The model's normalised input ``(N, 3, S, S)`` of ``paths`` read as ``inspect`` reads them."""
+    views = torch.from_numpy(model_views(_read([Path(path) for path in paths], image_size, what)))
+    return (views - graph.mean) / graph.std
+
+
+def _with_normal_images(
+    checkpoint: Path, changed: bool, false_alarms: list[str], station: Station, folder: Path
+) -> Path:  # fmt: skip
+    """A copy of ``checkpoint`` in ``folder``; when the false alarms ``changed``, its positional memory and fusion
+    statistics are built again from the training images and ``false_alarms``, in batches of 16, as ``fit`` does."""
+    from kdanomaly.models.kdad.positional_memory import PositionalMemory
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    if false_alarms:
+    if changed:
         graph, _ = load_scoring_graph(checkpoint)
         if not isinstance(graph.model.memory, PositionalMemory):
             raise StationError("learning false alarms needs the positional memory (the station's default)")
-        images = torch.from_numpy(model_views(_reviewed(false_alarms, station.image_size)))
-        with torch.no_grad():
-            teacher = graph.model.network("teacher")((images - graph.mean) / graph.std)
-            graph.model.memory.add(memory_features(teacher, graph.model.memory_layers))
-        memory_state = {f"model.memory.{name}": value for name, value in graph.model.memory.state_dict().items()}
+        groups = [(station.training_images, "the station's training images"), (false_alarms, "false alarms")]
+        graph.model.build_memory(
+            _normalised(paths[start : start + 16], station.image_size, what, graph)
+            for paths, what in groups
+            for start in range(0, len(paths), 16)
+        )
+        memory_state = {
+            f"model.{name}": value
+            for name, value in graph.model.state_dict().items()
+            if name.startswith(("memory.", "map_statistics."))
+        }
         state["state_dict"].update(memory_state)
     torch.save(state, folder / "model.ckpt")
     return folder / "model.ckpt"
@@ -170,7 +207,7 @@ def _enrolled(
         else PrototypeMemory(embedder.embedding_dim)
     )
     namer = DefectNamer(embedder, memory, CROP_SIZE)
-    loaded = _reviewed([path for path, _, _ in defects], station.image_size)
+    loaded = _read([path for path, _, _ in defects], station.image_size, "reviewed images")
     _, maps = _torch_engine(checkpoint)(model_views(loaded))
     embeddings, labels, metadata = [], [], []
     for item, anomaly_map, (path, kind, boxes) in zip(loaded, maps, defects, strict=True):

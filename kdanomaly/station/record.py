@@ -40,6 +40,9 @@ class Version:
     parent: int | None = None
     learnt_from: list[dict[str, Any]] = field(default_factory=list)
     created: str = ""
+    # images the normal memory holds beside the training images (confirmed false alarms, absolute paths, oldest
+    # first); None in versions written before the list was kept
+    false_alarms: list[str] | None = None
 
 
 @dataclass

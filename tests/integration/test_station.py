@@ -23,6 +23,8 @@ from kdanomaly.cli import main
 from kdanomaly.data import image_files
 from kdanomaly.files import sha256_of
 from kdanomaly.review.decisions import Decision, append_decision
+from kdanomaly.station import Station
+from kdanomaly.station.learn import held_false_alarms
 from tests.support import CATEGORY, IMAGE_SIZE, TrainedRun
 
 SIZE = 64  # the station's image size: small, these tests train
@@ -84,13 +86,14 @@ def station(fitted: FittedStation) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained_station(trained: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A station around the session's trained KDAnomaly (128 px, sharper maps than the quick fits here): its
-    threshold calibrated at 20 % on 20 good images of another seed, held out as `fit` holds them out."""
+def trained_station(trained: TrainedRun, synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A station around the session's trained KDAnomaly (128 px, sharper maps than the quick fits here), written
+    as before versions listed their false alarms: its threshold calibrated at 20 % on 20 good images of another
+    seed, held out as `fit` holds them out."""
     from kdanomaly.data.synthetic import generate_synthetic_dataset
     from kdanomaly.inspection.calibration import calibrate, store_calibration
     from kdanomaly.inspection.run import InspectOptions, normal_scores
-    from kdanomaly.station import Station, Version
+    from kdanomaly.station import Version
 
     root = tmp_path_factory.mktemp("stations") / "trained"
     (root / "v1").mkdir(parents=True)
@@ -101,8 +104,9 @@ def trained_station(trained: TrainedRun, tmp_path_factory: pytest.TempPathFactor
     scores, _ = normal_scores(trained.checkpoint, calibration_images, options)
     calibration = calibrate(scores, 0.2)
     store_calibration(trained.checkpoint, calibration, root / "v1" / "model.ckpt")
+    training_images = [str(path.resolve()) for path in image_files(synthetic_root / CATEGORY / "train" / "good")]
     Station(
-        root, IMAGE_SIZE, 0, 0.2, [], [str(path.resolve()) for path in calibration_images], [],
+        root, IMAGE_SIZE, 0, 0.2, training_images, [str(path.resolve()) for path in calibration_images], [],
         [Version(1, "v1/model.ckpt", "v1/model.ckpt", calibration.threshold)], 1,
     ).save()  # fmt: skip
     return root
@@ -170,6 +174,12 @@ def test_learn_quiets_false_alarms_keeps_defects_names_new_types_and_undoes(
     assert main(["learn", str(first_run), "--station", str(station)]) == 0
     record = json.loads((station / "station.json").read_text())
     assert record["current"] == 2 and record["versions"][1]["learnt_from"][0]["false_alarms"] == 1
+    assert record["versions"][1]["false_alarms"] == [false_alarm["path"]]
+    statistics = [
+        torch.load(station / f"v{n}" / "model.ckpt", weights_only=False)["state_dict"]["model.map_statistics.values"]
+        for n in (1, 2)
+    ]
+    assert not torch.equal(*statistics)  # the fusion statistics re-derived with the false alarm among the normals
     assert {path: sha256_of(path) for path in (station / "v1").rglob("*") if path.is_file()} == version_one
     second_run = tmp_path / "run2"
     assert main(["inspect", str(test_root), "--station", str(station), "--out", str(second_run), *quiet]) == 0
@@ -180,6 +190,10 @@ def test_learn_quiets_false_alarms_keeps_defects_names_new_types_and_undoes(
         third = after[by_kind[kind][2]["key"]]
         assert third["decision"] == "review" and third["regions"][0]["type"] == kind
     assert json.loads((second_run / "run.json").read_text())["defect_types"] == ["scratch", "spot"]
+
+    written_before = Station.load(station)  # as a version written before the list was kept: read from the run
+    written_before.versions[1].false_alarms = None
+    assert held_false_alarms(written_before, written_before.versions[1]) == [false_alarm["path"]]
 
     with pytest.raises(SystemExit, match="nothing to learn"):
         main(["learn", str(first_run), "--station", str(station)])  # the same decisions are not learnt twice

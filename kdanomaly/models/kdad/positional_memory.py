@@ -108,20 +108,6 @@ class PositionalMemory(nn.Module):
         self.bank_norms = _squared_norms(self.bank)
         self.grid = torch.tensor([height, width, n_images])
 
-    def add(self, features: torch.Tensor) -> None:
-        """Store ``(N, C, h, w)`` features of more normal images (e.g. confirmed false alarms) beside the reduced
-        bank: each image adds its ``window**2`` candidates per position; nothing stored before is dropped."""
-        if self.is_empty:
-            raise RuntimeError("the normal memory is empty: fit it before adding images")
-        height, width = (int(v) for v in self.grid[:2])
-        if features.ndim != 4 or features.shape[1] != self.bank.shape[1] or features.shape[-2:] != (height, width):
-            raise ValueError(f"features {tuple(features.shape)} do not match the memory bank {tuple(self.bank.shape)}")
-        candidates, images = _candidates(features, self.window)
-        self.bank = torch.cat([self.bank, candidates - self.centre[:, :, None]], dim=2).contiguous()
-        self.bank_norms = _squared_norms(self.bank)
-        self.candidate_images = torch.cat([self.candidate_images, images + self.n_images], dim=1).contiguous()
-        self.grid = torch.tensor([height, width, self.n_images + len(features)])
-
     def held_out_distances(self, features: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
         """Leave-one-image-out distance maps of the ``(N, C, h, w)`` features the memory was fitted on."""
         return torch.cat(

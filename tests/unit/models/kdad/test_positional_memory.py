@@ -79,27 +79,6 @@ def test_a_checkpoint_without_a_centre_loads_as_an_uncentred_bank() -> None:
     np.testing.assert_allclose(loaded(query).numpy(), memory(query).numpy(), atol=1e-4)
 
 
-@pytest.mark.parametrize("window", [1, 3])
-def test_added_images_are_searched_as_if_fitted_with_the_rest(window: int) -> None:
-    """Adding images to a fitted memory gives the distances of a memory fitted on all of them; the added images
-    are at distance zero and can be left out by their index (after the fitted ones)."""
-    generator = torch.Generator().manual_seed(1)
-    first, more, query = (torch.randn(n, 5, 6, 7, generator=generator) for n in (3, 2, 4))
-    memory, everything = PositionalMemory(window), PositionalMemory(window)
-    memory.fit(first)
-    memory.add(more[:1])
-    memory.add(more[1:])
-    everything.fit(torch.cat([first, more]))
-    assert memory.n_images == 5
-    np.testing.assert_allclose(memory(query).numpy(), everything(query).numpy(), atol=1e-4)
-    assert memory(more).abs().max() < 1e-2
-    np.testing.assert_allclose(
-        memory(more, torch.tensor([3, 4])).numpy(), everything(more, torch.tensor([3, 4])).numpy(), atol=1e-4
-    )
-    with pytest.raises(ValueError, match="do not match the memory bank"):
-        memory.add(torch.randn(1, 5, 6, 8))
-
-
 def test_normal_appearance_at_the_wrong_place_is_anomalous() -> None:
     """A patch seen only at the left edge is normal there and anomalous at the right edge."""
     bank = torch.zeros(2, 1, 8, 8)
