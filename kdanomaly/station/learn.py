@@ -107,8 +107,11 @@ def learn(runs: Sequence[Path], root: Path, progress: bool = True) -> Version:
     station.current = number
     station.save()
     if progress:
-        print(f"station {root} version {number}: {len(feedback.false_alarms)} false alarms added to the normal memory,"
-              f" {len(feedback.defects)} defects enrolled; {calibration.describe()}")  # fmt: skip
+        normal = len(station.training_images) + len(false_alarms)
+        print(
+            f"station {root} version {number}: {len(feedback.false_alarms)} false alarms learnt (the memory holds"
+            f" {normal} normal images), {len(feedback.defects)} defects enrolled; {calibration.describe()}"
+        )
     return version
 
 
