@@ -4,8 +4,8 @@ Each budget of ``STEPS_CURVE`` is a leaderboard run of its own (profile ``steps<
 another step budget) in ``--out/steps<N>``, so a killed run resumes at its unfinished budget. Each budget continues
 the previous budget's kept checkpoint (weights, Adam state and step count; Adam at a constant learning rate, so
 a budget is the earlier run trained on; one that stopped mid-epoch goes on with freshly shuffled batches), and
-the curve costs the largest budget's steps once. Every cell also
-scores the distillation map alone (memory off). The curve is drawn from the runs' ``results.csv`` files.
+the curve costs the largest budget's steps once. Every cell also scores the distillation map alone (memory off).
+The curve is drawn from the runs' ``results.csv`` files.
 
     python -m benchmarks.steps_curve --dataset mvtec:../shared/datasets/mvtec_ad:screw \
         --out benchmarks/results/steps_curve
