@@ -131,7 +131,7 @@ def held_false_alarms(station: Station, version: Version) -> list[str]:
     listed, read from the decisions it learnt."""
     if version.false_alarms is not None:
         return version.false_alarms
-    held = [] if version.parent is None else held_false_alarms(station, station.version(version.parent))
+    held = [] if version.parent is None else list(held_false_alarms(station, station.version(version.parent)))
     for source in version.learnt_from:
         run = Path(str(source["run"]))
         try:
