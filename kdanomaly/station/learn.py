@@ -50,14 +50,19 @@ def learnt_before(station: Station) -> set[tuple[str, str]]:
     return seen
 
 
+def _results_by_key(run: Path) -> dict[str, dict]:
+    """The rows of ``run``'s ``results.jsonl`` by image key; StationError for a folder without one."""
+    results = run / "results.jsonl"
+    if not results.is_file():
+        raise StationError(f"{run} is not an inspection run (no results.jsonl)")
+    return {row["key"]: row for row in map(json.loads, results.read_text().splitlines())}
+
+
 def collect_feedback(runs: Sequence[Path], station: Station) -> Feedback:
     """The decisions of ``runs`` not learnt before (skips are not learnt)."""
     feedback, seen = Feedback(), learnt_before(station)
     for run in runs:
-        results = run / "results.jsonl"
-        if not results.is_file():
-            raise StationError(f"{run} is not an inspection run (no results.jsonl)")
-        rows = {row["key"]: row for row in map(json.loads, results.read_text().splitlines())}
+        rows = _results_by_key(run)
         run_name, keys, counts = str(run.resolve()), [], {"false_alarms": 0, "defects": 0}
         for key, decision in read_decisions(run).items():
             if decision.decision == "skip" or (run_name, key) in seen or key not in rows:
@@ -135,8 +140,8 @@ def held_false_alarms(station: Station, version: Version) -> list[str]:
     for source in version.learnt_from:
         run = Path(str(source["run"]))
         try:
-            rows = {row["key"]: row for row in map(json.loads, (run / "results.jsonl").read_text().splitlines())}
-        except OSError as error:
+            rows = _results_by_key(run)
+        except (OSError, StationError) as error:
             msg = f"version {version.number} learnt from {run}, which can no longer be read: {error}"
             raise StationError(msg) from None
         decisions = read_decisions(run)
