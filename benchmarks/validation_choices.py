@@ -44,14 +44,32 @@ from kdanomaly.models.kdad.kshot_memory import KShotMemory
 from kdanomaly.models.kdad.positional_memory import PositionalMemory
 
 # Every switch spelled out, so a configuration stays what its name says when KDAnomaly's defaults change.
+ADAM = {"betas": (0.9, 0.999)}
+RD4AD_ADAM = {"learning_rate": 5e-3, "betas": (0.5, 0.999)}  # RD4AD's published optimiser
 CONFIGURATIONS: dict[str, dict[str, Any]] = {
-    "forward": {"denoising": False, "segmentation": False, "student_pretrained": False, "learning_rate": 1e-2},
-    "denoising": {"denoising": True, "segmentation": False, "student_pretrained": False, "learning_rate": 1e-2},
+    "forward": {
+        "distillation": "forward", "denoising": False, "segmentation": False, "student_pretrained": False,
+        "learning_rate": 1e-2, **ADAM,
+    },
+    "denoising": {
+        "distillation": "forward", "denoising": True, "segmentation": False, "student_pretrained": False,
+        "learning_rate": 1e-2, **ADAM,
+    },
     "denoising+segmentation": {
-        "denoising": True, "segmentation": True, "student_pretrained": False, "learning_rate": 1e-2,
+        "distillation": "forward", "denoising": True, "segmentation": True, "student_pretrained": False,
+        "learning_rate": 1e-2, **ADAM,
     },
     "denoising+segmentation, pretrained student": {
-        "denoising": True, "segmentation": True, "student_pretrained": True, "learning_rate": 1e-3,
+        "distillation": "forward", "denoising": True, "segmentation": True, "student_pretrained": True,
+        "learning_rate": 1e-3, **ADAM,
+    },
+    "reverse": {
+        "distillation": "reverse", "denoising": False, "segmentation": False, "student_pretrained": False,
+        **RD4AD_ADAM,
+    },
+    "reverse, denoising+segmentation": {
+        "distillation": "reverse", "denoising": True, "segmentation": True, "student_pretrained": False,
+        **RD4AD_ADAM,
     },
 }  # fmt: skip
 METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO")

@@ -42,7 +42,7 @@ from .kshot_memory import KShotMemory
 from .loss import Distance, KDADLoss
 from .positional_memory import DEFAULT_MEMORY_SIZE, DEFAULT_MEMORY_WINDOW
 from .synthetic_anomalies import SyntheticAnomalies
-from .torch_model import DEFAULT_FUSION_STATISTICS, DEFAULT_MEMORY_WEIGHT, KDADModel, MemoryKind
+from .torch_model import DEFAULT_FUSION_STATISTICS, DEFAULT_MEMORY_WEIGHT, Distillation, KDADModel, MemoryKind
 
 DEFAULT_LAYERS = ("blocks.1", "blocks.2", "blocks.4")
 DEFAULT_IMAGE_SIZE = (256, 256)
@@ -55,13 +55,16 @@ class KDAnomaly(AnomalibModule):
         backbone: timm model for teacher and student. Default ``tf_efficientnet_lite0``, whose ImageNet
             weights are packaged for offline use; ``resnet18`` or ``wide_resnet50_2`` need the hub once.
         layers: feature stages to distil (names as timm's ``feature_info.module_name()``).
+        distillation: ``"forward"`` (a student backbone on the image) or ``"reverse"`` (RD4AD: a decoder rebuilds
+            the teacher's features from a one-class bottleneck), see KDADModel.
         use_simam, use_sspcab: ablation switches for the student's attention and its SSPCAB block.
         sspcab_kernel_size, sspcab_dilation, sspcab_weight: SSPCAB sub-kernel size, dilation d and the
             weight of its self-supervised reconstruction loss.
         distance: ``"cosine"`` or ``"l2"`` discrepancy between channel-normalised features.
         denoising: train the student on images with synthetic (Perlin) anomalies, still matched to the teacher's
             features of the clean image (DeSTSeg's denoising student), with chance ``anomaly_probability`` each.
-        student_pretrained: start the student from the teacher's ImageNet weights (see KDADModel).
+        student_pretrained: start a forward student from the teacher's ImageNet weights (see KDADModel); default
+            (``None``): yes for a forward student, no for a reverse one (it has no backbone).
         segmentation: also train DeSTSeg's segmentation head on those anomalies (needs ``denoising``); its anomaly
             probability becomes the distillation map.
         fusion: ``"mean"`` or ``"product"`` of the per-scale maps.
@@ -73,7 +76,7 @@ class KDAnomaly(AnomalibModule):
             (from a single normal image): a coreset of all normal patches in a VectorStore (see KDADModel).
         fusion_statistics: ``"pixels"`` or ``"image_max"``: the normal-image statistics that put the two maps on one
             scale before fusion (see ``MapStatistics``).
-        learning_rate, weight_decay: Adam settings of the student (and SSPCAB).
+        learning_rate, weight_decay, betas: Adam settings of the student (and SSPCAB, and segmentation head).
         pre_processor, post_processor, evaluator, visualizer: Anomalib components; ``True`` builds the
             defaults (the pre-processor normalises with the backbone's own mean/std).
     """
@@ -84,6 +87,7 @@ class KDAnomaly(AnomalibModule):
         self,
         backbone: str = DEFAULT_BACKBONE,
         layers: Sequence[str] = DEFAULT_LAYERS,
+        distillation: Distillation = "forward",
         use_simam: bool = True,
         use_sspcab: bool = True,
         sspcab_kernel_size: int = 1,
@@ -91,7 +95,7 @@ class KDAnomaly(AnomalibModule):
         sspcab_weight: float = 0.1,
         distance: Distance = "cosine",
         denoising: bool = True,
-        student_pretrained: bool = True,
+        student_pretrained: bool | None = None,
         segmentation: bool = True,
         anomaly_probability: float = 0.5,
         fusion: Fusion = "mean",
@@ -105,6 +109,7 @@ class KDAnomaly(AnomalibModule):
         coreset_ratio: float = 0.1,
         learning_rate: float = 1e-3,
         weight_decay: float = 1e-5,
+        betas: tuple[float, float] = (0.9, 0.999),
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
@@ -126,7 +131,8 @@ class KDAnomaly(AnomalibModule):
         self.model = KDADModel(
             backbone=backbone,
             layers=layers,
-            student_pretrained=student_pretrained,
+            distillation=distillation,
+            student_pretrained=distillation == "forward" if student_pretrained is None else student_pretrained,
             use_simam=use_simam,
             use_sspcab=use_sspcab,
             sspcab_kernel_size=sspcab_kernel_size,
@@ -153,6 +159,7 @@ class KDAnomaly(AnomalibModule):
         self.loss = KDADLoss(distance=distance, sspcab_weight=sspcab_weight if use_sspcab else 0.0)
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
+        self.betas = betas
 
     @classmethod
     def configure_pre_processor(
@@ -267,9 +274,9 @@ class KDAnomaly(AnomalibModule):
         return super().to_onnx(export_root, *args, **kwargs)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Adam over the student and SSPCAB parameters; the teacher has none that require grad."""
+        """Adam over the student, SSPCAB and segmentation head; the teacher has none that require grad."""
         trainable = [parameter for parameter in self.model.parameters() if parameter.requires_grad]
-        return torch.optim.Adam(trainable, lr=self.learning_rate, weight_decay=self.weight_decay)
+        return torch.optim.Adam(trainable, lr=self.learning_rate, betas=self.betas, weight_decay=self.weight_decay)
 
     def configure_callbacks(self) -> list[Callback]:
         """Anomalib's component callbacks, and exact evaluation under DDP (no image scored twice)."""

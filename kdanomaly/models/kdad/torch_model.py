@@ -1,6 +1,7 @@
-"""PyTorch model of KDAnomaly: frozen pretrained teacher, SimAM student, SSPCAB on the student's features, an
-optional segmentation head on their discrepancy (DeSTSeg), and a memory of normal teacher patches (positional, or
-a k-shot VectorStore) fused with the distillation map."""
+"""PyTorch model of KDAnomaly: frozen pretrained teacher, a SimAM student with SSPCAB (a forward student on the
+image, or a reverse one rebuilding the teacher's features through a one-class bottleneck), an optional segmentation
+head on their discrepancy (DeSTSeg), and a memory of normal teacher patches (positional, or a k-shot VectorStore)
+fused with the distillation map."""
 
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ from .anomaly_map import AnomalyMapGenerator, Fusion, MapStatistics, Standardisa
 from .kshot_memory import KShotMemory
 from .loss import Distance
 from .positional_memory import DEFAULT_MEMORY_SIZE, DEFAULT_MEMORY_WINDOW, PositionalMemory, memory_features
+from .reverse_student import ReverseStudent
 from .segmentation import SegmentationHead
 
 MemoryKind = Literal["positional", "prototype"]
+Distillation = Literal["forward", "reverse"]
 Network = Literal["teacher", "student", "segmentation_head"]
 DEFAULT_MEMORY_WEIGHT = 0.5  # chosen on validation sets with the statistics: benchmarks/validation_choices.py
 DEFAULT_FUSION_STATISTICS: Standardisation = "image_max"
@@ -47,12 +50,15 @@ class KDADModel(nn.Module):
     """Student-teacher distillation network.
 
     Args:
-        backbone: timm model name shared by teacher (pretrained, frozen) and student (from scratch).
+        backbone: timm model name of the teacher (pretrained, frozen) and of a forward student.
         layers: feature stages to distil, e.g. ``("blocks.1", "blocks.2", "blocks.4")``.
-        student_pretrained: start the student from the teacher's ImageNet weights instead of random ones (for the
-            denoising student, which then only has to learn to undo anomalies).
-        use_simam: put a SimAM after every block of the student's stages.
-        use_sspcab: pass each student feature map through an SSPCAB block before matching the teacher.
+        distillation: ``"forward"`` (the student is the backbone again, on the image) or ``"reverse"`` (the
+            student rebuilds the teacher's features from a one-class bottleneck; see :class:`ReverseStudent`).
+        student_pretrained: start a forward student from the teacher's ImageNet weights instead of random ones (for
+            the denoising student, which then only has to learn to undo anomalies).
+        use_simam: put a SimAM after every block of the student's stages (a reverse student: its decoder's).
+        use_sspcab: pass each student feature map through an SSPCAB block before matching the teacher (a reverse
+            student: its bottleneck's code).
         sspcab_kernel_size, sspcab_dilation: size of the SSPCAB's corner sub-kernels and their distance
             from the masked centre.
         distance: ``"cosine"`` or ``"l2"`` (between channel-normalised features), for loss and map alike.
@@ -77,6 +83,7 @@ class KDADModel(nn.Module):
         self,
         backbone: str,
         layers: Sequence[str],
+        distillation: Distillation = "forward",
         student_pretrained: bool = False,
         use_simam: bool = True,
         use_sspcab: bool = True,
@@ -104,22 +111,34 @@ class KDADModel(nn.Module):
             raise ValueError(f"memory_layers {list(memory_layers)} must be a non-empty subset of layers {list(layers)}")
         self.teacher = TimmFeatures(backbone, layers, pretrained=True).eval()
         self.teacher.requires_grad_(False)
-        self.student = TimmFeatures(backbone, layers, pretrained=student_pretrained)
-        if use_simam:
-            insert_simam(self.student.model)
-        self.sspcab = (
-            nn.ModuleDict(
-                {
-                    _module_key(layer): SSPCAB(channels, kernel_size=sspcab_kernel_size, dilation=sspcab_dilation)
-                    for layer, channels in zip(self.student.layers, self.student.channels, strict=True)
-                }
-            )
-            if use_sspcab
-            else None
-        )
+        self.distillation = distillation
+        self.student: TimmFeatures | ReverseStudent
+        self.sspcab: nn.ModuleDict | None = None
+        if distillation == "reverse":
+            if student_pretrained:
+                msg = "a reverse student is a decoder with no ImageNet weights: set student_pretrained=False"
+                raise ValueError(msg)
+            self.student = ReverseStudent(
+                self.teacher.layers, self.teacher.channels, self.teacher.strides, use_simam, use_sspcab,
+                sspcab_kernel_size, sspcab_dilation,
+            )  # fmt: skip
+        elif distillation == "forward":
+            self.student = TimmFeatures(backbone, layers, pretrained=student_pretrained)
+            if use_simam:
+                insert_simam(self.student.model)
+            if use_sspcab:
+                self.sspcab = nn.ModuleDict(
+                    {
+                        _module_key(layer): SSPCAB(channels, kernel_size=sspcab_kernel_size, dilation=sspcab_dilation)
+                        for layer, channels in zip(self.student.layers, self.student.channels, strict=True)
+                    }
+                )
+        else:
+            raise ValueError(f"unknown distillation {distillation!r}; use 'forward' or 'reverse'")
         self.segmentation_head = SegmentationHead(self.teacher.channels) if segmentation else None
         self.anomaly_map_generator = AnomalyMapGenerator(distance=distance, fusion=fusion, sigma=sigma)
-        self.max_stride = max(self.teacher.strides)
+        # The reverse student's bottleneck halves the deepest stage once more.
+        self.max_stride = max(self.teacher.strides) * (2 if distillation == "reverse" else 1)
         self.memory_weight = memory_weight
         self.memory_layers = list(memory_layers)
         if memory_kind not in ("positional", "prototype"):
@@ -158,9 +177,12 @@ class KDADModel(nn.Module):
         validate_image_size(images.shape[-2:], self.max_stride)
 
     def student_features(
-        self, images: torch.Tensor
+        self, images: torch.Tensor, teacher: dict[str, torch.Tensor]
     ) -> tuple[dict[str, torch.Tensor], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
-        """Student features after SSPCAB, and each SSPCAB's (input, output) pair."""
+        """Student features after SSPCAB, and each SSPCAB's (input, output) pair. A forward student sees
+        ``images``, a reverse one the ``teacher``'s features of them."""
+        if self.distillation == "reverse":
+            return self.network("student")(teacher)
         features = self.network("student")(images)
         if self.sspcab is None:
             return features, {}
@@ -177,7 +199,7 @@ class KDADModel(nn.Module):
         with torch.no_grad():
             target = self.teacher(images)
             seen = target if anomalous is None else self.teacher(anomalous)
-        student, pairs = self.student_features(images if anomalous is None else anomalous)
+        student, pairs = self.student_features(images if anomalous is None else anomalous, seen)
         logits = None
         if self.segmentation_head is not None:
             logits = self.segmentation_head(seen, {layer: value.detach() for layer, value in student.items()})
@@ -190,7 +212,7 @@ class KDADModel(nn.Module):
         self.check_input(images)
         with torch.no_grad():
             teacher = self.network("teacher")(images)
-        student, _ = self.student_features(images)
+        student, _ = self.student_features(images, teacher)
         distillation_map = self.distillation_map(teacher, student, images.shape[-2:])
         if self.memory_weight == 0:
             anomaly_map = self.anomaly_map_generator.blur(distillation_map)
@@ -232,7 +254,7 @@ class KDADModel(nn.Module):
         for images in batches:
             self.check_input(images)
             teacher = self.network("teacher")(images)
-            student, _ = self.student_features(images)
+            student, _ = self.student_features(images, teacher)
             if teacher_bank:
                 stored.append(memory_features(teacher, self.memory_layers))
             distillation_maps.append(self.distillation_map(teacher, student, images.shape[-2:]))

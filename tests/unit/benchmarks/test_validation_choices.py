@@ -67,6 +67,10 @@ def test_each_configuration_builds_the_design_its_name_says_whatever_the_default
     model = KDAnomaly(**CONFIGURATIONS[name], evaluator=False, visualizer=False)
     assert (model.synthetic_anomalies is not None) == ("denoising" in name)
     assert (model.model.segmentation_head is not None) == ("segmentation" in name)
+    assert model.model.distillation == ("reverse" if "reverse" in name else "forward")
+    if "reverse" in name:
+        assert (model.learning_rate, model.betas) == (5e-3, (0.5, 0.999)), "RD4AD's published optimiser"
+        return
     student, teacher = model.model.student.model, model.model.teacher.model
     first_student, first_teacher = next(student.parameters()), next(teacher.parameters())
     assert torch.equal(first_student, first_teacher) == ("pretrained" in name)

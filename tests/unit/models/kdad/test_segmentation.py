@@ -10,6 +10,7 @@ from kdanomaly import KDAnomaly
 from kdanomaly.models.kdad import KDADModel
 from kdanomaly.models.kdad.segmentation import SegmentationHead, segmentation_loss
 from kdanomaly.models.kdad.synthetic_anomalies import SyntheticAnomalies
+from kdanomaly.models.kdad.torch_model import Distillation
 
 
 def test_synthetic_anomalies_change_pixels_only_inside_their_masks_and_repeat_with_the_seed() -> None:
@@ -55,16 +56,21 @@ def test_segmentation_loss_is_near_zero_for_confident_right_logits_and_large_for
     assert float(segmentation_loss(torch.zeros_like(right), masks)) > float(segmentation_loss(right, masks))
 
 
-def test_denoising_student_sees_the_anomalies_and_is_matched_to_the_clean_teacher() -> None:
+@pytest.mark.parametrize("distillation", ["forward", "reverse"])
+def test_denoising_student_sees_the_anomalies_and_is_matched_to_the_clean_teacher(distillation: Distillation) -> None:
+    """A reverse student sees them as the teacher's features of the anomalous images."""
     torch.manual_seed(0)
-    model = KDADModel("tf_efficientnet_lite0", ["blocks.1", "blocks.2"], segmentation=True, memory_weight=0.0).train()
+    model = KDADModel(
+        "tf_efficientnet_lite0", ["blocks.1", "blocks.2"], distillation, segmentation=True, memory_weight=0.0
+    ).train()
     images, anomalous = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
     features = model.training_features(images, anomalous)
     with torch.no_grad():
         clean_teacher = model.teacher(images)
     for layer, value in clean_teacher.items():
         torch.testing.assert_close(features.teacher[layer], value)
-    student_now = model.student_features(anomalous)[0]
+    with torch.no_grad():
+        student_now = model.student_features(anomalous, model.teacher(anomalous))[0]
     for layer, value in student_now.items():
         torch.testing.assert_close(features.student[layer], value)
     assert features.segmentation_logits is not None and features.segmentation_logits.shape == (2, 1, 16, 16)
