@@ -217,7 +217,7 @@ def main() -> None:
                 (standardise, memory)
                 for standardise in args.fusion_statistics
                 for memory in args.memories
-                if (configuration, spec.name, args.steps, standardise, memory) not in done
+                if (configuration, validation.name, args.steps, standardise, memory) not in done
             ]
             if not missing:
                 continue

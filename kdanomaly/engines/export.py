@@ -74,14 +74,16 @@ def quantized_int8(model: Any, images: np.ndarray) -> Any:
 
 
 def segmentation_head_convolutions(model: Any) -> list[str]:
-    """Names of the convolutions of an ``openvino.Model`` that run after a concatenation: the segmentation head's,
-    which reads the per-scale products concatenated (the backbones have no concatenation, the memory's concatenated
-    features meet no convolution). The export drops module names, so the graph's shape has to tell."""
+    """Names of the convolutions of an ``openvino.Model`` that run after a concatenation of resized maps: the
+    segmentation head's, which reads the per-scale products resized to the finest scale and concatenated. The
+    reverse student's bottleneck concatenates convolution outputs, the memory's concatenated features meet no
+    convolution. The export drops module names, so the graph's shape has to tell."""
     after_concat: set[str] = set()
     convolutions = []
     for op in model.get_ordered_ops():
         parents = [op.input_value(i).get_node() for i in range(op.get_input_size())]
-        if any(p.get_type_name() == "Concat" or p.get_friendly_name() in after_concat for p in parents):
+        joins_resized_maps = op.get_type_name() == "Concat" and all(p.get_type_name() == "Interpolate" for p in parents)
+        if joins_resized_maps or any(p.get_friendly_name() in after_concat for p in parents):
             after_concat.add(op.get_friendly_name())
             if op.get_type_name() == "Convolution":
                 convolutions.append(op.get_friendly_name())

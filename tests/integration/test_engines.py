@@ -21,6 +21,7 @@ from kdanomaly.engines.export import sampled_images, segmentation_head_convoluti
 from kdanomaly.engines.graph import load_scoring_graph
 from kdanomaly.inspection.calibration import calibrate, store_calibration
 from kdanomaly.inspection.scoring import read_model_views
+from kdanomaly.models.kdad.torch_model import Distillation
 from tests.support import CATEGORY, IMAGE_SIZE, TrainedRun
 
 MAP_TOLERANCE = 1e-4  # of the map's range, fp32 engines against PyTorch
@@ -98,9 +99,12 @@ def test_int8_keeps_the_image_auroc(
     assert round(abs(roc_auc_score(labels, opened.engine(images)[0]) - fp32), 9) <= AUROC_TOLERANCE  # float noise
 
 
-@pytest.mark.parametrize("segmentation", [True, False])
-def test_int8_leaves_exactly_the_segmentation_head_in_fp32(segmentation: bool) -> None:
-    """The convolutions kept out of int8 are the head's, found in the exported graph (which has no module names)."""
+@pytest.mark.parametrize(
+    ("segmentation", "distillation"), [(True, "forward"), (False, "forward"), (True, "reverse"), (False, "reverse")]
+)
+def test_int8_leaves_exactly_the_segmentation_head_in_fp32(segmentation: bool, distillation: Distillation) -> None:
+    """The convolutions kept out of int8 are the head's, found in the exported graph (which has no module names);
+    the reverse student's bottleneck concatenates too, and its decoder is quantized."""
     from torch import nn
 
     from kdanomaly.engines.export import openvino_model
@@ -108,12 +112,12 @@ def test_int8_leaves_exactly_the_segmentation_head_in_fp32(segmentation: bool) -
     from kdanomaly.models.kdad.torch_model import KDADModel
 
     model = KDADModel(
-        "tf_efficientnet_lite0", ["blocks.1", "blocks.2", "blocks.4"], memory_weight=0.0,
+        "tf_efficientnet_lite0", ["blocks.1", "blocks.2", "blocks.4"], distillation, memory_weight=0.0,
         segmentation=segmentation,
     )  # fmt: skip
     head = model.segmentation_head
     convolutions = sum(isinstance(module, nn.Conv2d) for module in head.modules()) if head is not None else 0
-    converted = openvino_model(ScoringGraph(model, (0.5,) * 3, (0.5,) * 3), (64, 64))
+    converted = openvino_model(ScoringGraph(model, (0.5,) * 3, (0.5,) * 3), (128, 128))
     assert len(segmentation_head_convolutions(converted)) == convolutions
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 import torch
 
 from benchmarks.validation_choices import CONFIGURATIONS, build_memory, choose, parse_memory
 from kdanomaly import KDAnomaly
+from kdanomaly.benchmark.contenders import DatasetSpec
 from kdanomaly.models.kdad.kshot_memory import KShotMemory
 from kdanomaly.models.kdad.positional_memory import PositionalMemory
 
@@ -75,3 +77,41 @@ def test_each_configuration_builds_the_design_its_name_says_whatever_the_default
     first_student, first_teacher = next(student.parameters()), next(teacher.parameters())
     assert torch.equal(first_student, first_teacher) == ("pretrained" in name)
     assert model.learning_rate == (1e-3 if "pretrained" in name else 1e-2)
+
+
+def test_a_run_skips_its_finished_cells_and_only_those(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blended and warped defects of one data set can share a CSV: a cell is finished per validation set."""
+    import sys
+
+    from benchmarks import validation_choices
+
+    trained: list[tuple[str, str]] = []
+
+    def fake_run(configuration: str, spec: DatasetSpec, steps: int, weights: list[float], fusions: list) -> list:
+        trained.append((configuration, spec.name))
+        return [
+            {**_row(configuration, spec.name, weight, fusion[0], 0.5), "steps": steps, "memory_window": fusion[1][0],
+             "memory_size": fusion[1][1], "train_seconds": 1.0, "machine": "test"}
+            for fusion in fusions for weight in weights
+        ]  # fmt: skip
+
+    monkeypatch.setattr(validation_choices, "run", fake_run)
+    monkeypatch.setattr(
+        validation_choices, "validation_set", lambda spec, work, defects="blend": DatasetSpec(
+            "folder", work, spec.name if defects == "blend" else f"{spec.name}-{defects}"
+        )
+    )  # fmt: skip
+    out = tmp_path / "rows.csv"
+
+    def main(defects: str) -> None:
+        arguments = ["--datasets", "folder:/data/screw", "--configurations", "reverse", "--work", str(tmp_path),
+                     "--out", str(out), "--defects", defects, "--memory-weights", "0", "0.5"]  # fmt: skip
+        monkeypatch.setattr(sys, "argv", ["validation_choices", *arguments])
+        validation_choices.main()
+
+    main("blend")
+    main("warp")
+    main("blend")
+    main("warp")
+    assert trained == [("reverse", "screw"), ("reverse", "screw-warp")]
+    assert len(out.read_text().splitlines()) == 1 + 2 * 2 * 2  # header; sets x statistics x weights
