@@ -56,13 +56,15 @@ def resolve_layers(backbone: str, layers: Sequence[str]) -> list[tuple[int, str]
     return sorted((names.index(layer), layer) for layer in layers)
 
 
-def validate_image_size(image_size: Sequence[int], stride: int) -> None:
-    """Raise ValueError unless both sides are multiples of ``stride`` and at least four of them."""
+def validate_image_size(image_size: Sequence[int], stride: int, multiple_of: int | None = None) -> None:
+    """Raise ValueError unless both sides are at least four times the deepest feature ``stride`` and multiples of
+    ``multiple_of`` (default: ``stride``; a reverse student's bottleneck halves the deepest stage once more)."""
     height, width = (int(side) for side in image_size)
-    if height % stride or width % stride or min(height, width) < 4 * stride:
+    multiple = multiple_of or stride
+    if height % multiple or width % multiple or min(height, width) < 4 * stride:
         msg = (
-            f"image size {height}x{width} cannot be taken: both sides must be multiples of the deepest "
-            f"feature stride {stride} and at least {4 * stride} pixels (e.g. 256x256)"
+            f"image size {height}x{width} cannot be taken: both sides must be multiples of {multiple} (the "
+            f"deepest stride the model downsamples to) and at least {4 * stride} pixels (e.g. 256x256)"
         )
         raise ValueError(msg)
 

@@ -42,7 +42,14 @@ from .kshot_memory import KShotMemory
 from .loss import Distance, KDADLoss
 from .positional_memory import DEFAULT_MEMORY_SIZE, DEFAULT_MEMORY_WINDOW
 from .synthetic_anomalies import SyntheticAnomalies
-from .torch_model import DEFAULT_FUSION_STATISTICS, DEFAULT_MEMORY_WEIGHT, Distillation, KDADModel, MemoryKind
+from .torch_model import (
+    DEFAULT_FUSION_STATISTICS,
+    DEFAULT_MEMORY_WEIGHT,
+    Distillation,
+    KDADModel,
+    MemoryKind,
+    size_multiple,
+)
 
 DEFAULT_LAYERS = ("blocks.1", "blocks.2", "blocks.4")
 DEFAULT_IMAGE_SIZE = (256, 256)
@@ -121,7 +128,7 @@ class KDAnomaly(AnomalibModule):
                 "the segmentation head learns from the denoising student's synthetic anomalies: set denoising=True"
             )
         if pre_processor is True:
-            pre_processor = self.configure_pre_processor(backbone=backbone, layers=layers)
+            pre_processor = self.configure_pre_processor(backbone=backbone, layers=layers, distillation=distillation)
         super().__init__(
             pre_processor=pre_processor,
             post_processor=post_processor,
@@ -167,11 +174,13 @@ class KDAnomaly(AnomalibModule):
         image_size: tuple[int, int] | None = None,
         backbone: str = DEFAULT_BACKBONE,
         layers: Sequence[str] = DEFAULT_LAYERS,
+        distillation: Distillation = "forward",
     ) -> PreProcessor:
         """Resize to ``image_size`` (default 256x256) and normalise with the backbone's own mean/std."""
         size = tuple(image_size or DEFAULT_IMAGE_SIZE)
         strides = feature_layers(backbone)[2]
-        validate_image_size(size, max(strides[index] for index, _ in resolve_layers(backbone, layers)))
+        deepest = max(strides[index] for index, _ in resolve_layers(backbone, layers))
+        validate_image_size(size, deepest, size_multiple(deepest, distillation))
         mean, std = input_statistics(backbone)
         return PreProcessor(
             transform=Compose([Resize(size, antialias=True), Normalize(mean=mean, std=std)]),

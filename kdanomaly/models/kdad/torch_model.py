@@ -32,6 +32,11 @@ DEFAULT_MEMORY_WEIGHT = 0.5  # chosen on validation sets with the statistics: be
 DEFAULT_FUSION_STATISTICS: Standardisation = "image_max"
 
 
+def size_multiple(deepest_stride: int, distillation: Distillation) -> int:
+    """What image sides must be multiples of: the deepest stride, twice it for a reverse student's bottleneck."""
+    return deepest_stride * (2 if distillation == "reverse" else 1)
+
+
 class TrainingFeatures(NamedTuple):
     """What a training forward pass returns to the loss."""
 
@@ -137,8 +142,7 @@ class KDADModel(nn.Module):
             raise ValueError(f"unknown distillation {distillation!r}; use 'forward' or 'reverse'")
         self.segmentation_head = SegmentationHead(self.teacher.channels) if segmentation else None
         self.anomaly_map_generator = AnomalyMapGenerator(distance=distance, fusion=fusion, sigma=sigma)
-        # The reverse student's bottleneck halves the deepest stage once more.
-        self.max_stride = max(self.teacher.strides) * (2 if distillation == "reverse" else 1)
+        self.max_stride = max(self.teacher.strides)
         self.memory_weight = memory_weight
         self.memory_layers = list(memory_layers)
         if memory_kind not in ("positional", "prototype"):
@@ -174,7 +178,7 @@ class KDADModel(nn.Module):
         """Raise ValueError for tensors the networks cannot take."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
-        validate_image_size(images.shape[-2:], self.max_stride)
+        validate_image_size(images.shape[-2:], self.max_stride, size_multiple(self.max_stride, self.distillation))
 
     def student_features(
         self, images: torch.Tensor, teacher: dict[str, torch.Tensor]

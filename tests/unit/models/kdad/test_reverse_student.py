@@ -72,8 +72,18 @@ def test_bad_reverse_set_ups_are_refused() -> None:
         KDADModel("tf_efficientnet_lite0", LAYERS, distillation="sideways")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="powers of two"):
         ReverseStudent(["a", "b"], [8, 16], [4, 12])
-    with pytest.raises(ValueError, match="cannot be taken"):  # the code is at stride 32: 64 px leave it 2x2
-        KDAnomaly(distillation="reverse", visualizer=False).model(torch.zeros(1, 3, 64, 64))
+    # The code is at stride 32: 80 px suit the teacher (stride 16) but not the bottleneck.
+    with pytest.raises(ValueError, match="multiples of 32"):
+        KDAnomaly.configure_pre_processor((80, 80), distillation="reverse")
+    with pytest.raises(ValueError, match="multiples of 32"):
+        KDAnomaly(distillation="reverse", visualizer=False).model(torch.zeros(1, 3, 80, 80))
+
+
+def test_the_smallest_image_is_four_positions_of_the_deepest_teacher_stage(reverse_model: KDADModel) -> None:
+    reverse_model.eval()
+    with torch.no_grad():
+        assert reverse_model(torch.rand(1, 3, 64, 96)).anomaly_map.shape == (1, 1, 64, 96)
+    KDAnomaly.configure_pre_processor((64, 96), distillation="reverse")
 
 
 def test_a_reverse_student_needs_no_imagenet_weights_of_its_own() -> None:
