@@ -668,6 +668,7 @@ def both_families(chosen: Choice, blended: list[dict[str, str]], warped: list[di
 
 REVERSE_FILE = "validation_reverse.csv"
 REVERSE_TITLE = "KDAnomaly's reverse-distillation student, chosen on both validation families"
+REVERSE_LINK = f"[{REVERSE_TITLE}](#{Section(REVERSE_TITLE, (), '').anchor})"
 
 
 def reverse_validation_section() -> Section:
@@ -1519,13 +1520,13 @@ def benchmarks_readme(sections: Sequence[Section]) -> str:
         f"""Written by `python -m benchmarks.readme` from the result files in [`results/`](results/); do not edit it
         by hand. Every table is rendered from the files named under its section; each section gives the command
         that wrote them and the machine they record. The benchmark scripts are run by hand, not by the tests.
-        KDAnomaly's defaults changed to the configuration chosen in {VALIDATION_LINK} after most of
-        these files were written: the leaderboard, the steps curve and the station loop measure the new design,
-        the sections on the validation choice and on defect naming measure both configurations; the others measured
-        the earlier defaults (forward student, memory weight 0.7), and their commands now measure the new ones.
-        The memory's size (512 normal patches per position) and window (3x3) were chosen last: of the files
-        above, the leaderboard's KDAnomaly cells, the side-by-side timing, the steps curve and the station loop use
-        both, the validation stages that chose them evaluate each. KDAnomaly's
+        KDAnomaly's design changed while these files were written, and their commands measure the current
+        defaults: the reverse-distillation student chosen in {REVERSE_LINK}, which only that section's validation
+        rows measure so far. The leaderboard, the side-by-side timing, the steps curve and the station loop measure
+        the design chosen before it in {VALIDATION_LINK} (a forward denoising student from the teacher's weights
+        with the segmentation head, a 3x3 positional memory of 512 patches per position at weight 0.5); the
+        sections on the validation choices and on defect naming measure each configuration they name; the others
+        measured earlier defaults (forward student, memory weight 0.7). KDAnomaly's
         PyTorch inference then went channels-last, and later ran its networks with BatchNorm folded into their
         convolutions: the leaderboard's KDAnomaly cells measure the first, the side-by-side timing both; the
         engine section's PyTorch rows and the `kdanomaly inspect` throughput predate both (the engine section's

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import torch
 from anomalib import LearningType
@@ -52,6 +52,42 @@ from .torch_model import (
 )
 
 DEFAULT_LAYERS = ("blocks.1", "blocks.2", "blocks.4")
+# Chosen on validation sets, as the rest of the design (benchmarks/validation_choices.py).
+DEFAULT_DISTILLATION: Distillation = "reverse"
+
+
+class StudentRecipe(NamedTuple):
+    """A student design with its optimiser, as it was trained when chosen."""
+
+    distillation: Distillation
+    pretrained: bool
+    learning_rate: float
+    betas: tuple[float, float]
+
+
+def student_recipe(
+    memory_kind: MemoryKind,
+    distillation: Distillation | None = None,
+    pretrained: bool | None = None,
+    learning_rate: float | None = None,
+    betas: tuple[float, float] | None = None,
+) -> StudentRecipe:
+    """Fill in what is ``None``. The reverse student (RD4AD's Adam: 5e-3, betas 0.5 / 0.999) for the positional
+    memory; the k-shot memory keeps the forward student from the teacher's weights (lr 1e-3, betas 0.9 / 0.999), as
+    a decoder cannot learn what is normal from one image: trained on a single synthetic image the reverse design
+    scores image AUROC 0.50, the forward one 0.97 (the set-up of tests/integration/test_kshot_memory.py). A forward
+    student from scratch wants lr 1e-2."""
+    if distillation is None:
+        distillation = "forward" if memory_kind == "prototype" else DEFAULT_DISTILLATION
+    if pretrained is None:
+        pretrained = distillation == "forward"
+    if learning_rate is None:
+        learning_rate = 5e-3 if distillation == "reverse" else 1e-3 if pretrained else 1e-2
+    if betas is None:
+        betas = (0.5, 0.999) if distillation == "reverse" else (0.9, 0.999)
+    return StudentRecipe(distillation, pretrained, learning_rate, betas)
+
+
 DEFAULT_IMAGE_SIZE = (256, 256)
 
 
@@ -63,7 +99,8 @@ class KDAnomaly(AnomalibModule):
             weights are packaged for offline use; ``resnet18`` or ``wide_resnet50_2`` need the hub once.
         layers: feature stages to distil (names as timm's ``feature_info.module_name()``).
         distillation: ``"forward"`` (a student backbone on the image) or ``"reverse"`` (RD4AD: a decoder rebuilds
-            the teacher's features from a one-class bottleneck), see KDADModel.
+            the teacher's features from a one-class bottleneck), see KDADModel. Default (``None``): reverse, but
+            forward with the k-shot memory (see :func:`student_recipe`).
         use_simam, use_sspcab: ablation switches for the student's attention and its SSPCAB block.
         sspcab_kernel_size, sspcab_dilation, sspcab_weight: SSPCAB sub-kernel size, dilation d and the
             weight of its self-supervised reconstruction loss.
@@ -83,7 +120,8 @@ class KDAnomaly(AnomalibModule):
             (from a single normal image): a coreset of all normal patches in a VectorStore (see KDADModel).
         fusion_statistics: ``"pixels"`` or ``"image_max"``: the normal-image statistics that put the two maps on one
             scale before fusion (see ``MapStatistics``).
-        learning_rate, weight_decay, betas: Adam settings of the student (and SSPCAB, and segmentation head).
+        learning_rate, weight_decay, betas: Adam settings of the student (and SSPCAB, and segmentation head);
+            ``None``: the student's own recipe (:func:`student_recipe`).
         pre_processor, post_processor, evaluator, visualizer: Anomalib components; ``True`` builds the
             defaults (the pre-processor normalises with the backbone's own mean/std).
     """
@@ -94,7 +132,7 @@ class KDAnomaly(AnomalibModule):
         self,
         backbone: str = DEFAULT_BACKBONE,
         layers: Sequence[str] = DEFAULT_LAYERS,
-        distillation: Distillation = "forward",
+        distillation: Distillation | None = None,
         use_simam: bool = True,
         use_sspcab: bool = True,
         sspcab_kernel_size: int = 1,
@@ -114,21 +152,24 @@ class KDAnomaly(AnomalibModule):
         memory_window: int = DEFAULT_MEMORY_WINDOW,
         memory_size: int = DEFAULT_MEMORY_SIZE,
         coreset_ratio: float = 0.1,
-        learning_rate: float = 1e-3,
+        learning_rate: float | None = None,
         weight_decay: float = 1e-5,
-        betas: tuple[float, float] = (0.9, 0.999),
+        betas: tuple[float, float] | None = None,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
         validate_backbone(backbone)
+        recipe = student_recipe(memory_kind, distillation, student_pretrained, learning_rate, betas)
         if segmentation and not denoising:
             raise ValueError(
                 "the segmentation head learns from the denoising student's synthetic anomalies: set denoising=True"
             )
         if pre_processor is True:
-            pre_processor = self.configure_pre_processor(backbone=backbone, layers=layers, distillation=distillation)
+            pre_processor = self.configure_pre_processor(
+                backbone=backbone, layers=layers, distillation=recipe.distillation
+            )
         super().__init__(
             pre_processor=pre_processor,
             post_processor=post_processor,
@@ -138,8 +179,8 @@ class KDAnomaly(AnomalibModule):
         self.model = KDADModel(
             backbone=backbone,
             layers=layers,
-            distillation=distillation,
-            student_pretrained=distillation == "forward" if student_pretrained is None else student_pretrained,
+            distillation=recipe.distillation,
+            student_pretrained=recipe.pretrained,
             use_simam=use_simam,
             use_sspcab=use_sspcab,
             sspcab_kernel_size=sspcab_kernel_size,
@@ -164,9 +205,9 @@ class KDAnomaly(AnomalibModule):
             SyntheticAnomalies(*input_statistics(backbone), probability=anomaly_probability) if denoising else None
         )
         self.loss = KDADLoss(distance=distance, sspcab_weight=sspcab_weight if use_sspcab else 0.0)
-        self.learning_rate = learning_rate
+        self.learning_rate = recipe.learning_rate
         self.weight_decay = weight_decay
-        self.betas = betas
+        self.betas = recipe.betas
 
     @classmethod
     def configure_pre_processor(
@@ -174,9 +215,10 @@ class KDAnomaly(AnomalibModule):
         image_size: tuple[int, int] | None = None,
         backbone: str = DEFAULT_BACKBONE,
         layers: Sequence[str] = DEFAULT_LAYERS,
-        distillation: Distillation = "forward",
+        distillation: Distillation = DEFAULT_DISTILLATION,
     ) -> PreProcessor:
-        """Resize to ``image_size`` (default 256x256) and normalise with the backbone's own mean/std."""
+        """Resize to ``image_size`` (default 256x256) and normalise with the backbone's own mean/std; sides the
+        networks of ``distillation`` cannot take are refused."""
         size = tuple(image_size or DEFAULT_IMAGE_SIZE)
         strides = feature_layers(backbone)[2]
         deepest = max(strides[index] for index, _ in resolve_layers(backbone, layers))

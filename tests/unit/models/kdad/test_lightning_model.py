@@ -6,6 +6,7 @@ import inspect
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from kdanomaly import KDAnomaly
@@ -17,7 +18,32 @@ def test_ablation_switches_change_the_student(use_simam: bool, use_sspcab: bool)
     model = KDAnomaly(use_simam=use_simam, use_sspcab=use_sspcab, visualizer=False)
     has_simam = any(type(m).__name__ == "SimAM" for m in model.model.student.modules())
     assert has_simam == use_simam
-    assert (model.model.sspcab is not None) == use_sspcab
+    assert any(type(m).__name__ == "SSPCAB" for m in model.model.modules()) == use_sspcab
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({}, ("reverse", False, 5e-3, (0.5, 0.999))),
+        ({"memory_kind": "prototype"}, ("forward", True, 1e-3, (0.9, 0.999))),
+        ({"distillation": "forward", "student_pretrained": False}, ("forward", False, 1e-2, (0.9, 0.999))),
+        ({"learning_rate": 1e-4, "betas": (0.9, 0.99)}, ("reverse", False, 1e-4, (0.9, 0.99))),
+    ],
+)
+def test_each_student_gets_its_own_recipe_unless_told(kwargs: dict, expected: tuple) -> None:
+    """Reverse for the positional memory with RD4AD's Adam; the k-shot memory keeps the pretrained forward student."""
+    from kdanomaly.models.kdad.reverse_student import ReverseStudent
+
+    model = KDAnomaly(**kwargs, visualizer=False)
+    distillation, pretrained, learning_rate, betas = expected
+    assert model.model.distillation == distillation
+    assert isinstance(model.model.student, ReverseStudent) == (distillation == "reverse")
+    if distillation == "forward":
+        first_student, first_teacher = (next(m.model.parameters()) for m in (model.model.student, model.model.teacher))
+        assert torch.equal(first_student, first_teacher) == pretrained
+    assert (model.learning_rate, model.betas) == (learning_rate, betas)
+    optimiser = model.configure_optimizers()
+    assert optimiser.defaults["lr"] == learning_rate and tuple(optimiser.defaults["betas"]) == betas
 
 
 def test_the_shipped_config_spells_out_every_switch_at_its_default() -> None:
