@@ -43,35 +43,25 @@ from kdanomaly.data.validation_split import DEFECT_FAMILIES, SPLIT_FILE, write_v
 from kdanomaly.models.kdad.kshot_memory import KShotMemory
 from kdanomaly.models.kdad.positional_memory import PositionalMemory
 
-# Every switch spelled out, so a configuration stays what its name says when KDAnomaly's defaults change.
-ADAM = {"betas": (0.9, 0.999)}
-RD4AD_ADAM = {"learning_rate": 5e-3, "betas": (0.5, 0.999)}  # RD4AD's published optimiser
+
+def _design(distillation: str, denoising: bool, segmentation: bool, pretrained: bool, lr: float) -> dict[str, Any]:
+    """Every switch of a configuration spelled out, so it stays what its name says when KDAnomaly's defaults change;
+    a reverse student gets RD4AD's published Adam betas (0.5, 0.999), a forward one Adam's usual ones."""
+    betas = (0.5, 0.999) if distillation == "reverse" else (0.9, 0.999)
+    return {"distillation": distillation, "denoising": denoising, "segmentation": segmentation,
+            "student_pretrained": pretrained, "learning_rate": lr, "betas": betas}  # fmt: skip
+
+
 CONFIGURATIONS: dict[str, dict[str, Any]] = {
-    "forward": {
-        "distillation": "forward", "denoising": False, "segmentation": False, "student_pretrained": False,
-        "learning_rate": 1e-2, **ADAM,
-    },
-    "denoising": {
-        "distillation": "forward", "denoising": True, "segmentation": False, "student_pretrained": False,
-        "learning_rate": 1e-2, **ADAM,
-    },
-    "denoising+segmentation": {
-        "distillation": "forward", "denoising": True, "segmentation": True, "student_pretrained": False,
-        "learning_rate": 1e-2, **ADAM,
-    },
-    "denoising+segmentation, pretrained student": {
-        "distillation": "forward", "denoising": True, "segmentation": True, "student_pretrained": True,
-        "learning_rate": 1e-3, **ADAM,
-    },
-    "reverse": {
-        "distillation": "reverse", "denoising": False, "segmentation": False, "student_pretrained": False,
-        **RD4AD_ADAM,
-    },
-    "reverse, denoising+segmentation": {
-        "distillation": "reverse", "denoising": True, "segmentation": True, "student_pretrained": False,
-        **RD4AD_ADAM,
-    },
-}  # fmt: skip
+    "forward": _design("forward", denoising=False, segmentation=False, pretrained=False, lr=1e-2),
+    "denoising": _design("forward", denoising=True, segmentation=False, pretrained=False, lr=1e-2),
+    "denoising+segmentation": _design("forward", denoising=True, segmentation=True, pretrained=False, lr=1e-2),
+    "denoising+segmentation, pretrained student": _design(
+        "forward", denoising=True, segmentation=True, pretrained=True, lr=1e-3
+    ),
+    "reverse": _design("reverse", denoising=False, segmentation=False, pretrained=False, lr=5e-3),
+    "reverse, denoising+segmentation": _design("reverse", denoising=True, segmentation=True, pretrained=False, lr=5e-3),
+}
 METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO")
 FIELDS = ["configuration", "dataset", "steps", "fusion_statistics", "memory_window", "memory_size", "memory_weight",
           *METRICS, "train_seconds", "machine"]  # fmt: skip
