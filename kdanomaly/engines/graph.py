@@ -53,7 +53,7 @@ def load_scoring_graph(checkpoint: str | Path) -> tuple[ScoringGraph, tuple[int,
     if len(sizes) != 1 or len(normalizers) != 1:
         raise ValueError(f"{checkpoint}: expected a pre-processor of one Resize and one Normalize, got {transforms}")
     size = list(sizes[0]) * (2 if len(sizes[0]) == 1 else 1)
-    graph = ScoringGraph(cast(KDADModel, model.model), tuple(normalizers[0].mean), tuple(normalizers[0].std))
+    graph = ScoringGraph(model.model, tuple(normalizers[0].mean), tuple(normalizers[0].std))
     return graph, (int(size[0]), int(size[1]))
 
 

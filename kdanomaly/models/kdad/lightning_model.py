@@ -21,6 +21,7 @@ from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
+from anomalib.utils.serialization import anomalib_safe_globals
 from anomalib.visualization import Visualizer
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities.types import STEP_OUTPUT
@@ -208,6 +209,23 @@ class KDAnomaly(AnomalibModule):
         self.learning_rate = recipe.learning_rate
         self.weight_decay = weight_decay
         self.betas = recipe.betas
+        # Checkpoints record the resolved student, so they load as trained whatever later defaults become.
+        self.hparams.update(
+            distillation=recipe.distillation, student_pretrained=recipe.pretrained,
+            learning_rate=recipe.learning_rate, betas=recipe.betas,
+        )  # fmt: skip
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any
+    ) -> KDAnomaly:
+        """Anomalib's loading; a checkpoint written before ``distillation`` was a switch holds a forward student."""
+        if "distillation" not in kwargs:
+            with anomalib_safe_globals(extra=cls.checkpoint_safe_globals()):
+                saved = torch.load(checkpoint_path, map_location="cpu", mmap=True, weights_only=True)
+            if "distillation" not in saved.get("hyper_parameters", {}):
+                kwargs["distillation"] = "forward"
+        return cast(KDAnomaly, super().load_from_checkpoint(checkpoint_path, *args, **kwargs))
 
     @classmethod
     def configure_pre_processor(

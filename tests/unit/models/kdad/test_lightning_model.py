@@ -86,3 +86,30 @@ def test_bad_configuration_is_rejected_before_any_work(
     monkeypatch.setattr(weights, "hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(error, match=message):
         KDAnomaly(**kwargs)
+
+
+def _saved(model: KDAnomaly, path: Path, drop: tuple[str, ...] = ()) -> Path:
+    """``model`` as a Lightning checkpoint, without the hyperparameters ``drop`` (as an older version wrote it)."""
+    import lightning
+
+    hyper_parameters = {key: value for key, value in model.hparams.items() if key not in drop}
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": hyper_parameters,
+                "pytorch-lightning_version": lightning.__version__}, path)  # fmt: skip
+    return path
+
+
+def test_checkpoints_load_with_the_student_they_were_trained_with(tmp_path: Path) -> None:
+    """A checkpoint records the resolved student (later defaults cannot change it); one written before
+    ``distillation`` was a switch holds a forward student and loads as one."""
+    from kdanomaly.models.kdad.reverse_student import ReverseStudent
+
+    reverse = KDAnomaly(memory_weight=0.0, visualizer=False)
+    assert reverse.hparams["distillation"] == "reverse" and reverse.hparams["learning_rate"] == 5e-3
+    loaded = KDAnomaly.load_from_checkpoint(_saved(reverse, tmp_path / "new.ckpt"), visualizer=False)
+    assert isinstance(loaded.model.student, ReverseStudent)
+    forward = KDAnomaly(distillation="forward", memory_weight=0.0, visualizer=False)
+    old = _saved(forward, tmp_path / "old.ckpt", drop=("distillation", "betas"))
+    loaded = KDAnomaly.load_from_checkpoint(old, visualizer=False)
+    assert loaded.model.distillation == "forward" and loaded.learning_rate == 1e-3
+    for name, value in forward.model.student.state_dict().items():
+        assert torch.equal(loaded.model.student.state_dict()[name], value)
