@@ -160,22 +160,29 @@ def source_literal(name: str, module: Path = CONTENDERS) -> Any:
     raise KeyError(f"{module} assigns no literal {name}")
 
 
-def earlier_memory_note(ratio: dict[str, Any]) -> str:
-    """A warning when the side-by-side timing ran KDAnomaly with another memory than its default, else ''.
+def earlier_design_note(ratio: dict[str, Any]) -> str:
+    """A warning when the side-by-side timing ran another KDAnomaly than its defaults (student or memory), else ''.
 
-    Timings from before the window was recorded count as window 1, the only window there was."""
-    from benchmarks.speed_ratio import MEMORY_SIZE_KEY, MEMORY_WINDOW_KEY
+    Timings from before the window was recorded count as window 1, the only window there was; timings from before
+    the student was recorded are of the forward student."""
+    from benchmarks.speed_ratio import DISTILLATION_KEY, MEMORY_SIZE_KEY, MEMORY_WINDOW_KEY
+    from kdanomaly.models.kdad.lightning_model import DEFAULT_DISTILLATION
 
     window, size = default_memory()
-    timed = sorted({(cell.get(MEMORY_WINDOW_KEY, 1), cell[MEMORY_SIZE_KEY]) for cell in ratio["datasets"].values()})
-    if timed == [(window, size)]:
+    timed = sorted(
+        {
+            (cell.get(DISTILLATION_KEY, "forward"), cell.get(MEMORY_WINDOW_KEY, 1), cell[MEMORY_SIZE_KEY])
+            for cell in ratio["datasets"].values()
+        }
+    )
+    if timed == [(DEFAULT_DISTILLATION, window, size)]:
         return ""
-    memories = " / ".join(f"{w}{TIMES}{w} window, {s} patches per position" for w, s in timed)
-    return f"""These timings are of KDAnomaly's memory with a {memories}, not its current default of a
-        {window}{TIMES}{window} window, {size} patches per position: they were measured before KDAnomaly's
-        leaderboard cells were re-run with the current default, and that re-run made no Patchcore checkpoints to
-        time beside it. The per-cell ms columns of the leaderboard are of the current default, each cell timed in
-        its own process."""
+    designs = " / ".join(f"{d} student, {w}{TIMES}{w} window, {s} patches per position" for d, w, s in timed)
+    return f"""These timings are of a KDAnomaly with a {designs}, not its current default (a {DEFAULT_DISTILLATION}
+        student, a {window}{TIMES}{window} window, {size} patches per position): they were measured before
+        KDAnomaly's leaderboard cells were re-run with the current default, and that re-run made no Patchcore
+        checkpoints to time beside it. The per-cell ms columns of the leaderboard are of the current default, each
+        cell timed in its own process."""
 
 
 def default_memory() -> tuple[int, int]:
@@ -275,7 +282,8 @@ def leaderboard_section() -> Section:
         magnetic tiles through `kdanomaly.data.magnetic_tile.MagneticTile` (`MT_Free` permuted with seed 0, half
         for training, the other half and every defect image with its mask for testing). None of them was used to
         choose a default: KDAnomaly's defaults were frozen on validation sets of training normals with synthetic
-        defects before this run ({VALIDATION_LINK}). `folder:ROOT` takes your own `good/`, `defect/` and optional
+        defects before KDAnomaly's cells ran ({VALIDATION_LINK}; the student: {REVERSE_LINK}). `folder:ROOT`
+        takes your own `good/`, `defect/` and optional
         `masks/`; `mvtec:ROOT:all` expands to the 15 MVTec AD categories. Wall time ({wall["source"]}): {runs}.""",
         f"""Protocol, the same for every model (`cpu` profile of `kdanomaly/benchmark/contenders.py`):
         `tf_efficientnet_lite0` with the same offline ImageNet weights, 256{TIMES}256 input normalised with the
@@ -318,7 +326,7 @@ def leaderboard_section() -> Section:
             speed_rows(ratio),
             "llrrr",
         ),
-        earlier_memory_note(ratio),
+        earlier_design_note(ratio),
     )
     names = ("results.csv", "leaderboard.md", "leaderboard.png", "speed_ratio.json", "wall_time.json")
     return Section("Leaderboard: KDAnomaly against Anomalib's models", tuple(f"{LEADERBOARD}/{n}" for n in names), body)
@@ -346,7 +354,9 @@ def steps_curve_section() -> Section:
         so far (each budget's own include fitting its memory). Every cell also scores the full model's student
         alone (memory off), as the leaderboard does. Budgets run so far:
         {", ".join(map(str, budgets))} of {", ".join(map(str, source_literal("STEPS_CURVE")))}; the run resumes at
-        the first unfinished one.""",
+        the first unfinished one. These budgets measure the design chosen before the reverse student (the forward
+        denoising student of {VALIDATION_LINK}); the current default's curve is still to be run, into an empty
+        `--out` (a budget continues the previous budget's checkpoint, which must be of the same design).""",
         command(
             *wrapped(
                 f"python -m benchmarks.steps_curve --dataset mvtec:{MVTEC}:{dataset}",
@@ -1521,16 +1531,16 @@ def benchmarks_readme(sections: Sequence[Section]) -> str:
         by hand. Every table is rendered from the files named under its section; each section gives the command
         that wrote them and the machine they record. The benchmark scripts are run by hand, not by the tests.
         KDAnomaly's design changed while these files were written, and their commands measure the current
-        defaults: the reverse-distillation student chosen in {REVERSE_LINK}, which only that section's validation
-        rows measure so far. The leaderboard, the side-by-side timing, the steps curve and the station loop measure
-        the design chosen before it in {VALIDATION_LINK} (a forward denoising student from the teacher's weights
-        with the segmentation head, a 3x3 positional memory of 512 patches per position at weight 0.5); the
-        sections on the validation choices and on defect naming measure each configuration they name; the others
-        measured earlier defaults (forward student, memory weight 0.7). KDAnomaly's
-        PyTorch inference then went channels-last, and later ran its networks with BatchNorm folded into their
-        convolutions: the leaderboard's KDAnomaly cells measure the first, the side-by-side timing both; the
-        engine section's PyTorch rows and the `kdanomaly inspect` throughput predate both (the engine section's
-        ONNX and OpenVINO rows do not depend on them).""",
+        defaults: the reverse-distillation student chosen in {REVERSE_LINK}, measured by that section's validation
+        rows and by the leaderboard's KDAnomaly cells and ablation. The side-by-side timing, the steps curve and the
+        station loop measure the design chosen before it in {VALIDATION_LINK} (a forward denoising student from the
+        teacher's weights with the segmentation head, a 3x3 positional memory of 512 patches per position at
+        weight 0.5); the sections on the validation choices and on defect naming measure each configuration they
+        name; the others measured earlier defaults (forward student, memory weight 0.7). KDAnomaly's PyTorch
+        inference went channels-last, and later ran its networks with BatchNorm folded into their convolutions:
+        the leaderboard's KDAnomaly cells and the side-by-side timing measure both; the engine section's PyTorch
+        rows and the `kdanomaly inspect` throughput predate both (the engine section's ONNX and OpenVINO rows do
+        not depend on them).""",
         "\n".join(f"- [{section.title}](#{section.anchor})" for section in sections),
     )
     return "\n".join([head + "\n", *(section.markdown() for section in sections)])
@@ -1588,7 +1598,7 @@ def summary_rows(links: dict[Callable[[], Section], str]) -> list[list[str]]:
         ],
         [
             "Inference time, KDAnomaly / Patchcore (10 % coreset), side by side, batch 1 / 16"
-            + (" (KDAnomaly with an earlier memory)" if earlier_memory_note(speed) else ""),
+            + (" (KDAnomaly's earlier design)" if earlier_design_note(speed) else ""),
             "; ".join(
                 f"{dataset} {cell['ratio_Patchcore_batch1']:.2f} / {cell['ratio_Patchcore_batch16']:.2f}"
                 for dataset, cell in speed["datasets"].items()

@@ -54,17 +54,23 @@ def test_check_reports_a_stale_file_and_writes_nothing(
     assert stale.read_text() == "| an old table |\n"
 
 
-def test_timings_of_another_memory_than_the_default_are_flagged() -> None:
+def test_timings_of_another_design_than_the_default_are_flagged() -> None:
+    from kdanomaly.models.kdad.lightning_model import DEFAULT_DISTILLATION
+
     window, size = readme.default_memory()
-    current = {"KDAnomaly_memory_size": size, "KDAnomaly_memory_window": window}
+    current = {"KDAnomaly_memory_size": size, "KDAnomaly_memory_window": window,
+               "KDAnomaly_distillation": DEFAULT_DISTILLATION}  # fmt: skip
     timed = {"datasets": {"a": dict(current), "b": dict(current)}}
-    assert readme.earlier_memory_note(timed) == ""
+    assert readme.earlier_design_note(timed) == ""
     timed["datasets"]["b"]["KDAnomaly_memory_size"] = size // 4
-    assert f"{size // 4} patches per position" in readme.earlier_memory_note(timed)
-    timed["datasets"]["b"] = {"KDAnomaly_memory_size": size}  # timed before the window was recorded: window 1
-    note = " ".join(readme.earlier_memory_note(timed).split())
-    assert f"with a 1{readme.TIMES}1 window, {size} patches" in note
-    assert f"default of a {window}{readme.TIMES}{window} window, {size} patches" in note
+    assert f"{size // 4} patches per position" in readme.earlier_design_note(timed)
+    # Timed before the window and the student were recorded: window 1, the forward student.
+    timed["datasets"]["b"] = {"KDAnomaly_memory_size": size}
+    note = " ".join(readme.earlier_design_note(timed).split())
+    assert f"with a forward student, 1{readme.TIMES}1 window, {size} patches" in note
+    assert f"default (a {DEFAULT_DISTILLATION} student, a {window}{readme.TIMES}{window} window, {size}" in note
+    timed["datasets"]["b"] = dict(current, KDAnomaly_distillation="forward")
+    assert "forward student" in readme.earlier_design_note(timed)
 
 
 def _validation_row(dataset: str, memory: tuple[int, int], weight: float, value: float) -> dict[str, str]:
