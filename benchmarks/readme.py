@@ -686,6 +686,7 @@ def reverse_validation_section() -> Section:
 
     from benchmarks.validation_choices import CONFIGURATIONS, choose
     from kdanomaly import KDAnomaly
+    from kdanomaly.models.kdad.lightning_model import student_recipe
 
     earlier = choose(read_csv("validation_memory.csv")).configuration
     window, size = default_memory()
@@ -701,8 +702,13 @@ def reverse_validation_section() -> Section:
     order = {name: index for index, name in enumerate(CONFIGURATIONS)}
     cells = sorted(validation_cells(rows, datasets).items(), key=lambda item: (order[item[0][0]], item[0][3]))
     defaults = {name: p.default for name, p in inspect.signature(KDAnomaly.__init__).parameters.items()}
+    recipe = student_recipe(defaults["memory_kind"])  # what the switches defaulting to None resolve to
+    defaults.update(
+        distillation=recipe.distillation, student_pretrained=recipe.pretrained,
+        learning_rate=recipe.learning_rate, betas=recipe.betas,
+    )  # fmt: skip
     switches = CONFIGURATIONS[chosen.configuration]
-    is_default = all(defaults[name] in (value, None) for name, value in switches.items()) and (
+    is_default = all(defaults[name] == value for name, value in switches.items()) and (
         defaults["memory_weight"] == chosen.memory_weight
     )
     reverse_configurations = sorted({r["configuration"] for r in reverse_rows}, key=order.__getitem__)
