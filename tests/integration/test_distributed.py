@@ -127,7 +127,7 @@ def test_kdanomaly_trains_under_ddp_to_one_checkpoint_with_exact_metrics_and_one
     output = run_command(
         "train", "-c", config, "--data", "MVTecAD", "--data.root", data, "--data.category", CATEGORY,
         "--data.num_workers", "0", "--data.train_batch_size", "4", "--data.eval_batch_size", "1",
-        "--trainer.max_epochs", "8", "--trainer.check_val_every_n_epoch", "8", *DDP_ON_TWO_CPU_PROCESSES,
+        "--trainer.max_epochs", "24", "--trainer.check_val_every_n_epoch", "24", *DDP_ON_TWO_CPU_PROCESSES,
         "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", tmp_path / "logs",
         "--default_root_dir", tmp_path / "run", "--seed_everything", "0",
     )  # fmt: skip
